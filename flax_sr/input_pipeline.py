@@ -1,0 +1,421 @@
+"""Input pipeline: HR images as uint8 from STL-10 (tfds), an image folder, or an embedded sample.
+
+The LR input is made inside the jitted step, so the pipeline only delivers HR images. Sources
+decode once into host memory (STL-10's 100,000 unlabelled images are 2.8 GB as uint8) and every
+later epoch is a seeded permutation and a gather, which is what makes the warm stream fast and
+the order exactly reproducible and resumable:
+
+* the order of epoch ``e`` is ``default_rng([seed, e]).permutation``: same seed, same batches;
+  a new order each epoch;
+* the stream's position is ``(epoch, batch)``; ``TrainStream(..., position=p)`` continues there;
+* in a multi-host run each process takes its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import queue
+import socket
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from flax_sr.config import UserError
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
+STL10_TRAIN_SPLIT = 'unlabelled'
+STL10_EVAL_SPLIT = 'test'
+# The host tfds downloads STL-10 from; checked before a download so that an offline machine
+# gets an answer in seconds instead of minutes of retries.
+STL10_DOWNLOAD_HOST = ('ai.stanford.edu', 80)
+
+
+class DataError(UserError):
+  """Missing, unreadable or unusable data: a one-line message naming what and where."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources: decoded HR images in memory.
+
+
+class ArraySource:
+  """Same-size HR images in one uint8 array (N, H, W, 3): STL-10 and the sample.
+
+  Training samples are whole images (random flips/rot90 with ``augment``).
+  """
+
+  def __init__(self, images: np.ndarray, name: str):
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+      raise ValueError(f'expected uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}')
+    self.images = images
+    self.name = name
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  @property
+  def examples_per_epoch(self) -> int:
+    return len(self.images)
+
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
+    batch = self.images[order]
+    return augment_batch(batch, rng) if augment else batch
+
+
+class FolderSource:
+  """HR images of any size (a folder): training takes random ``crop_size`` crops of them."""
+
+  def __init__(self, images: Sequence[np.ndarray], names: Sequence[str], crop_size: int,
+               patches_per_image: int, name: str):
+    self.image_list = list(images)
+    self.names = list(names)
+    self.crop_size = crop_size
+    self.patches_per_image = patches_per_image
+    self.name = name
+
+  def __len__(self) -> int:
+    return len(self.image_list)
+
+  @property
+  def examples_per_epoch(self) -> int:
+    return len(self.image_list) * self.patches_per_image
+
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
+    size = self.crop_size
+    batch = np.empty((len(order), size, size, 3), np.uint8)
+    for i, index in enumerate(order % len(self.image_list)):
+      image = self.image_list[index]
+      top = rng.integers(0, image.shape[0] - size + 1)
+      left = rng.integers(0, image.shape[1] - size + 1)
+      batch[i] = image[top:top + size, left:left + size]
+    return augment_batch(batch, rng) if augment else batch
+
+
+def augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Random horizontal flip and 0/90/180/270-degree rotation of each (square) image."""
+  out = np.empty_like(batch)
+  flips = rng.integers(0, 2, len(batch))
+  turns = rng.integers(0, 4, len(batch))
+  for i, image in enumerate(batch):
+    image = image[:, ::-1] if flips[i] else image
+    out[i] = np.rot90(image, turns[i]) if image.shape[0] == image.shape[1] else image
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _host_reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
+  try:
+    with socket.create_connection(address, timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def stl10_builder(data_dir: str | None, download: bool = True):
+  """The tfds STL-10 builder, prepared; a clear ``DataError`` instead of minutes of retries when
+  it is not prepared in ``data_dir`` and the download host cannot be reached."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')  # TensorFlow must not take the accelerator's memory
+  import tensorflow_datasets as tfds
+
+  if data_dir is not None:
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  builder = tfds.builder('stl10', data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  where = data_dir or builder.data_dir
+  ways_out = ('pass --data_dir of a prepared copy, or train on your own images with '
+              '--dataset folder --data_dir DIR, or on the embedded sample with --dataset sample')
+  if not download:
+    raise DataError(f'STL-10 is not prepared in {where}; {ways_out}')
+  if not _host_reachable(STL10_DOWNLOAD_HOST):
+    raise DataError(f'STL-10 is not prepared in {where} and its download host '
+                    f'{STL10_DOWNLOAD_HOST[0]} cannot be reached (offline?); {ways_out}')
+  logging.info('Downloading and preparing STL-10 (2.5 GB) into %s', where)
+  builder.download_and_prepare()
+  return builder
+
+
+def _available_memory_bytes() -> int:
+  try:
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (ValueError, OSError):
+    return 1 << 62
+
+
+def load_stl10(data_dir: str | None, split: str, max_examples: int | None = None,
+               download: bool = True, progress: Callable[[int, int], None] | None = None
+               ) -> ArraySource:
+  """Decodes an STL-10 split (or its first ``max_examples`` images) into memory."""
+  builder = stl10_builder(data_dir, download=download)
+  if split not in builder.info.splits:
+    raise DataError(f'STL-10 in {builder.data_dir} has no split {split!r} '
+                    f'(it has {", ".join(builder.info.splits)})')
+  total = builder.info.splits[split].num_examples
+  count = total if max_examples is None else min(total, max_examples)
+  needed = count * 96 * 96 * 3
+  if needed > 0.8 * _available_memory_bytes():
+    raise DataError(f'STL-10 {split} needs {needed / 2**30:.1f} GiB in memory, more than is free; '
+                    f'limit it with --eval_examples or use a machine with more memory')
+  import tensorflow_datasets as tfds
+  read_split = split if count == total else f'{split}[:{count}]'
+  dataset = builder.as_dataset(split=read_split, shuffle_files=False)
+  dataset = dataset.map(lambda example: example['image'], num_parallel_calls=16)
+  images = np.empty((count, 96, 96, 3), np.uint8)
+  filled = 0
+  for chunk in tfds.as_numpy(dataset.batch(1024).prefetch(2)):
+    images[filled:filled + len(chunk)] = chunk
+    filled += len(chunk)
+    if progress is not None:
+      progress(filled, count)
+  if filled != count:
+    raise DataError(f'STL-10 {split} in {builder.data_dir} gave {filled} images, expected {count}')
+  return ArraySource(images, f'stl10/{split}')
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 RGB (grayscale, palette and RGBA converted)."""
+  from PIL import Image
+  with Image.open(path) as image:
+    if image.mode in ('RGBA', 'LA') or (image.mode == 'P' and 'transparency' in image.info):
+      # Composite transparency on black, like most SR toolkits' cv2/PIL readers do.
+      image = image.convert('RGBA')
+      background = Image.new('RGBA', image.size, (0, 0, 0, 255))
+      image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert('RGB'), dtype=np.uint8)
+
+
+def list_images(directory: str | os.PathLike) -> list[pathlib.Path]:
+  root = pathlib.Path(directory)
+  if not root.is_dir():
+    raise DataError(f'image folder {directory} does not exist or is not a folder')
+  return sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_folder_images(directory: str | os.PathLike, min_size: int = 1
+                       ) -> tuple[list[np.ndarray], list[str]]:
+  """Every PNG/JPEG/BMP under ``directory`` (recursive), as uint8 RGB.
+
+  Unreadable files and images smaller than ``min_size`` are skipped with a warning naming them,
+  and a final count; a folder with no usable image is a ``DataError``.
+  """
+  paths = list_images(directory)
+  images, names, skipped = [], [], 0
+  for path in paths:
+    try:
+      image = read_image(path)
+    except Exception as error:  # Pillow raises many types for broken files
+      logging.warning('skipping unreadable image %s (%s)', path, type(error).__name__)
+      skipped += 1
+      continue
+    if min(image.shape[:2]) < min_size:
+      logging.warning('skipping %s: %dx%d is smaller than %dx%d', path, image.shape[1],
+                      image.shape[0], min_size, min_size)
+      skipped += 1
+      continue
+    images.append(image)
+    names.append(str(path.relative_to(directory)))
+  if skipped:
+    logging.warning('%s: using %d images, skipped %d', directory, len(images), skipped)
+  if not images:
+    raise DataError(f'no usable image (PNG/JPEG/BMP of at least {min_size}x{min_size}) '
+                    f'under {directory}')
+  return images, names
+
+
+# The embedded sample: colour photographs that ship inside scikit-image's wheel.
+SAMPLE_TRAIN_PHOTOS = ('astronaut.png', 'coffee.png', 'motorcycle_left.png', 'rocket.jpg',
+                       'ihc.png', 'retina.jpg', 'hubble_deep_field.jpg', 'color.png')
+SAMPLE_EVAL_PHOTOS = ('chelsea.png', 'motorcycle_right.png')
+
+
+def _sample_photo_dir() -> pathlib.Path:
+  try:
+    import skimage
+  except ImportError as error:
+    raise DataError('--dataset sample needs scikit-image (pip install scikit-image)') from error
+  return pathlib.Path(skimage.__file__).parent / 'data'
+
+
+def load_sample(split: str = 'train', crop_size: int = 96) -> ArraySource:
+  """The embedded sample as non-overlapping 96x96 HR crops; 'train' and held-out 'eval' photos."""
+  photos = SAMPLE_TRAIN_PHOTOS if split == 'train' else SAMPLE_EVAL_PHOTOS
+  directory = _sample_photo_dir()
+  crops = []
+  for photo in photos:
+    image = read_image(directory / photo)
+    rows, cols = image.shape[0] // crop_size, image.shape[1] // crop_size
+    for r in range(rows):
+      for c in range(cols):
+        crops.append(image[r * crop_size:(r + 1) * crop_size, c * crop_size:(c + 1) * crop_size])
+  return ArraySource(np.stack(crops), f'sample/{split}')
+
+
+# ----------------------------------------------------------------------------------------------
+# The training stream.
+
+
+def local_batch_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+  if global_batch % process_count:
+    raise UserError(f'--batch_size {global_batch} is not divisible by the {process_count} '
+                    f'processes')
+  per_process = global_batch // process_count
+  return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+class TrainStream:
+  """Endless, seeded, resumable batches {'hr': uint8 (local_batch, H, W, 3)} from a source.
+
+  ``next()`` returns ``(batch, position)`` where ``position = (epoch, batch_index)`` is where the
+  stream continues after this batch, the value to checkpoint. Batches are produced (and, with
+  ``put``, moved to devices) by a background thread ``prefetch`` batches ahead.
+  """
+
+  def __init__(self, source, global_batch: int, *, seed: int = 0, augment: bool = False,
+               position: tuple[int, int] = (0, 0), process_index: int = 0,
+               process_count: int = 1, prefetch: int = 2, put: Callable[[Any], Any] | None = None):
+    self.source = source
+    self.global_batch = global_batch
+    self.seed = seed
+    self.augment = augment
+    self.steps_per_epoch = source.examples_per_epoch // global_batch
+    if self.steps_per_epoch < 1:
+      raise DataError(f'{source.name} has {source.examples_per_epoch} training examples per epoch,'
+                      f' fewer than one batch of {global_batch}; lower --batch_size')
+    self.local_slice = local_batch_slice(global_batch, process_index, process_count)
+    self.position = tuple(position)
+    self._put = put or (lambda batch: batch)
+    self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.source.examples_per_epoch)
+
+  def make_batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> dict:
+    """The local part of global batch ``index`` of ``epoch`` (a pure function of its inputs)."""
+    order = self.epoch_order(epoch) if order is None else order
+    global_ids = order[index * self.global_batch:(index + 1) * self.global_batch]
+    # Crops and augmentation are drawn from a generator keyed on the position, so a resumed
+    # stream repeats them exactly.
+    rng = np.random.default_rng([self.seed, epoch, index, 1])
+    images = self.source.gather(global_ids, rng, self.augment)
+    return {'hr': images[self.local_slice]}
+
+  def _produce(self):
+    epoch, index = self.position
+    order = self.epoch_order(epoch)
+    try:
+      while not self._stop.is_set():
+        batch = self._put(self.make_batch(epoch, index, order))
+        index += 1
+        if index == self.steps_per_epoch:
+          epoch, index = epoch + 1, 0
+          order = self.epoch_order(epoch)
+        while not self._stop.is_set():
+          try:
+            self._queue.put((batch, (epoch, index)), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except BaseException as error:  # surfaced in the consumer's thread
+      self._queue.put((error, None))
+
+  def __iter__(self) -> Iterator[tuple[dict, tuple[int, int]]]:
+    return self
+
+  def __next__(self):
+    if self._thread is None:
+      self._thread = threading.Thread(target=self._produce, daemon=True)
+      self._thread.start()
+    batch, position = self._queue.get()
+    if isinstance(batch, BaseException):
+      raise batch
+    self.position = position
+    return batch, position
+
+  def close(self):
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation batches.
+
+
+def eval_batches(images: np.ndarray, batch_size: int, pad_to_multiple: int = 1
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """Every image exactly once, in order: the last partial batch is padded (repeating its last
+  image) and ``mask`` marks the real ones, so nothing is dropped and nothing counted twice."""
+  batch_size = -(-batch_size // pad_to_multiple) * pad_to_multiple
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    real = len(chunk)
+    if real < batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+    mask = np.arange(batch_size) < real
+    yield {'hr': chunk, 'mask': mask}
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources for a run's configuration.
+
+
+def make_train_source(config, progress=None):
+  """The training source for ``config.dataset``."""
+  if config.dataset == 'stl10':
+    return load_stl10(config.data_dir, STL10_TRAIN_SPLIT, progress=progress)
+  if config.dataset == 'sample':
+    return load_sample('train')
+  images, names = load_folder_images(config.data_dir, min_size=config.hr_size)
+  return FolderSource(images, names, config.hr_size, config.patches_per_image,
+                      f'folder {config.data_dir}')
+
+
+class EvalSet:
+  """Evaluation images: one uint8 array of same-size images, or a list of whole images of any
+  size (each cropped to a multiple of the scale, as the SR literature evaluates)."""
+
+  def __init__(self, images, names: Sequence[str], name: str):
+    self.images = images
+    self.names = list(names)
+    self.name = name
+
+  @property
+  def same_size(self) -> bool:
+    return isinstance(self.images, np.ndarray)
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+
+def folder_eval_set(directory, scale: int, max_examples: int | None = None) -> EvalSet:
+  images, names = load_folder_images(directory, min_size=max(2 * scale, 11 + 2 * scale))
+  images = [image[:image.shape[0] - image.shape[0] % scale, :image.shape[1] - image.shape[1] % scale]
+            for image in images][:max_examples]
+  return EvalSet(images, names[:len(images)], f'folder {directory}')
+
+
+def make_eval_set(config) -> EvalSet:
+  """The evaluation images for ``config``: STL-10 test, the sample's held-out photos, or a
+  folder (``--eval_data_dir``, else the training folder itself)."""
+  limit = config.eval_examples
+  if config.dataset == 'stl10':
+    source = load_stl10(config.data_dir, STL10_EVAL_SPLIT, max_examples=limit)
+    return EvalSet(source.images, [f'{i:05d}' for i in range(len(source))], source.name)
+  if config.dataset == 'sample' and config.eval_data_dir is None:
+    source = load_sample('eval')
+    images = source.images[:limit]
+    return EvalSet(images, [f'{i:05d}' for i in range(len(images))], source.name)
+  directory = config.eval_data_dir or config.data_dir
+  if config.eval_data_dir is None:
+    logging.warning('no --eval_data_dir: evaluating on the training folder %s', directory)
+  return folder_eval_set(directory, config.scale, limit)

@@ -1,0 +1,201 @@
+"""Super-resolution networks (Flax linen), NHWC, float RGB in [0, 1] in and out.
+
+* ``ReferenceSR``: the original design, blocks of Conv3x3 (no bias) -> BatchNorm -> ReLU ->
+  nearest-neighbour upsample, then a Conv3x3 to RGB.
+* ``ESPCN``: Shi et al. 2016, sub-pixel convolution.
+* ``EDSR``: EDSR-baseline (Lim et al. 2017), residual blocks without BatchNorm, pixel shuffle.
+
+Every model is fully convolutional: an (N, H, W, 3) input gives (N, H*s, W*s, 3). With
+``global_residual`` the network predicts the difference to the bicubic upscale of its input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from flax_sr import resize as resize_lib
+
+MODEL_NAMES = ('reference', 'espcn', 'edsr')
+
+
+def prime_factors(n: int) -> list[int]:
+  factors, p = [], 2
+  while n > 1:
+    while n % p == 0:
+      factors.append(p)
+      n //= p
+    p += 1
+  return factors
+
+
+def default_upsample_factors(scale: int, num_blocks: int = 4) -> tuple[int, ...]:
+  """Per-block factors with the upsampling on the last blocks (the cheapest placement).
+
+  x6 -> (1, 1, 2, 3), x3 -> (1, 1, 1, 3); when the scale has more prime factors than there
+  are blocks, the smallest ones are merged so that every factor fits in a block.
+  """
+  if scale < 1 or num_blocks < 1:
+    raise ValueError(f'scale and num_blocks must be >= 1, got {scale}, {num_blocks}')
+  factors = prime_factors(scale)
+  while len(factors) > num_blocks:
+    factors = sorted([factors[0] * factors[1]] + factors[2:])
+  return tuple([1] * (num_blocks - len(factors)) + factors)
+
+
+def upsample_nearest(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Nearest-neighbour upsampling of NHWC by an integer factor (a broadcast, no gather)."""
+  if factor == 1:
+    return x
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+  return x.reshape(n, h * factor, w * factor, c)
+
+
+def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Depth-to-space: (N, H, W, r*r*C) -> (N, H*r, W*r, C)."""
+  n, h, w, c = x.shape
+  out_c = c // (factor * factor)
+  x = x.reshape(n, h, w, factor, factor, out_c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * factor, w * factor, out_c)
+
+
+def _add_global_residual(x_lr: jnp.ndarray, y: jnp.ndarray, scale: int) -> jnp.ndarray:
+  base = resize_lib.imresize(x_lr.astype(jnp.float32), scale)
+  return y.astype(jnp.float32) + base
+
+
+class ReferenceSR(nn.Module):
+  """The original design: ``num_blocks`` x (Conv3x3 -> BN -> ReLU -> nearest upsample) -> Conv3x3.
+
+  Attributes:
+    scale: total upscaling factor (96 / input_size in the original design).
+    upsample_factors: per-block factors (product == scale); None places them on the last blocks.
+    num_blocks, features: depth and width.
+    bn_momentum, bn_epsilon: BatchNorm running-average momentum and epsilon.
+    axis_name: a pmap/shard_map axis name; BatchNorm then normalises over the global batch.
+    global_residual: add the bicubic upscale of the input to the output.
+    dtype: computation dtype (e.g. bfloat16); parameters and BN statistics stay float32.
+    conv_impl: 'xla' (flax.linen.Conv) or 'matmul' (im2col convolution; see ``fast_conv``).
+  """
+  scale: int = 3
+  upsample_factors: Sequence[int] | None = None
+  num_blocks: int = 4
+  features: int = 64
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  axis_name: str | None = None
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  def factors(self) -> tuple[int, ...]:
+    if self.upsample_factors is None:
+      return default_upsample_factors(self.scale, self.num_blocks)
+    factors = tuple(int(f) for f in self.upsample_factors)
+    if len(factors) != self.num_blocks or math.prod(factors) != self.scale:
+      raise ValueError(f'upsample_factors {factors} must have {self.num_blocks} entries '
+                       f'whose product is the scale {self.scale}')
+    return factors
+
+  def _conv(self, features: int, use_bias: bool, name: str):
+    if self.conv_impl == 'matmul':
+      from flax_sr import fast_conv  # imported lazily: only the opt-in path needs it
+      return fast_conv.MatmulConv(features, (3, 3), use_bias=use_bias, dtype=self.dtype,
+                                  name=name)
+    if self.conv_impl != 'xla':
+      raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {self.conv_impl!r}")
+    return nn.Conv(features, (3, 3), padding='SAME', use_bias=use_bias, dtype=self.dtype,
+                   name=name)
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x_lr = x
+    y = x.astype(self.dtype)
+    for i, factor in enumerate(self.factors()):
+      # No bias: BatchNorm's shift makes a conv bias redundant.
+      y = self._conv(self.features, use_bias=False, name=f'block{i}_conv')(y)
+      y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                       epsilon=self.bn_epsilon, axis_name=self.axis_name,
+                       dtype=self.dtype, name=f'block{i}_bn')(y)
+      y = nn.relu(y)
+      y = upsample_nearest(y, factor)
+    y = self._conv(3, use_bias=True, name='head_conv')(y)
+    if self.global_residual:
+      return _add_global_residual(x_lr, y, self.scale)
+    return y.astype(jnp.float32)
+
+
+class ESPCN(nn.Module):
+  """Efficient sub-pixel CNN: conv5x5(64) tanh -> conv3x3(32) tanh -> conv3x3(3 s^2) -> shuffle."""
+  scale: int = 3
+  features: int = 64
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train  # no BatchNorm or dropout
+    y = x.astype(self.dtype)
+    y = jnp.tanh(nn.Conv(self.features, (5, 5), dtype=self.dtype, name='conv1')(y))
+    y = jnp.tanh(nn.Conv(self.features // 2, (3, 3), dtype=self.dtype, name='conv2')(y))
+    y = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, name='conv3')(y)
+    y = pixel_shuffle(y, self.scale)
+    if self.global_residual:
+      return _add_global_residual(x, y, self.scale)
+    return y.astype(jnp.float32)
+
+
+class ResBlock(nn.Module):
+  features: int
+  res_scale: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv1')(x)
+    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv2')(nn.relu(y))
+    return x + self.res_scale * y
+
+
+class EDSR(nn.Module):
+  """EDSR-baseline: head conv, residual blocks (no BN), body conv + skip, pixel shuffle, tail."""
+  scale: int = 3
+  features: int = 64
+  num_res_blocks: int = 16
+  res_scale: float = 1.0
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    # Centre the input like EDSR's mean shift, so a zero-initialised residual is a grey image.
+    y = x.astype(self.dtype) - 0.5
+    head = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='head')(y)
+    y = head
+    for i in range(self.num_res_blocks):
+      y = ResBlock(self.features, self.res_scale, self.dtype, name=f'res{i}')(y)
+    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='body_tail')(y) + head
+    # Upsample in steps of 2 for powers of two (as EDSR does), else in one shuffle.
+    steps = [2] * int(math.log2(self.scale)) if self.scale & (self.scale - 1) == 0 else [self.scale]
+    for i, factor in enumerate(s for s in steps if s > 1):
+      y = nn.Conv(self.features * factor**2, (3, 3), dtype=self.dtype, name=f'up{i}')(y)
+      y = pixel_shuffle(y, factor)
+    y = nn.Conv(3, (3, 3), dtype=self.dtype, name='tail')(y) + 0.5
+    if self.global_residual:
+      return _add_global_residual(x, y - 0.5, self.scale)
+    return y.astype(jnp.float32)
+
+
+def create_model(name: str = 'reference', *, scale: int, dtype: Any = jnp.float32,
+                 global_residual: bool = False, **kwargs) -> nn.Module:
+  """Builds a model by name; ``kwargs`` are the model's own attributes (features, ...)."""
+  classes = {'reference': ReferenceSR, 'espcn': ESPCN, 'edsr': EDSR}
+  if name not in classes:
+    raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODEL_NAMES)}')
+  return classes[name](scale=scale, dtype=dtype, global_residual=global_residual, **kwargs)

@@ -1,0 +1,67 @@
+"""What a run reports: TensorBoard event files (``tf.summary``), a JSON-lines copy of every
+scalar, and a progress bar. Only process 0 writes; the others get a silent reporter."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class Reporter:
+
+  def __init__(self, workdir: str | pathlib.Path, enabled: bool = True):
+    self.enabled = enabled
+    self.workdir = pathlib.Path(workdir)
+    self._writer = None
+    self._jsonl = None
+    if enabled:
+      import tensorflow as tf
+      self._tf = tf
+      self.logdir = self.workdir / 'logs'
+      self._writer = tf.summary.create_file_writer(str(self.logdir))
+      self._jsonl = open(self.workdir / METRICS_FILE, 'a', buffering=1)
+
+  def scalars(self, step: int, values: Mapping[str, float]):
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    with self._writer.as_default(step=int(step)):
+      for name, value in values.items():
+        self._tf.summary.scalar(name, value)
+    self._jsonl.write(json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
+
+  def images(self, step: int, images: Mapping[str, np.ndarray]):
+    if self.enabled:
+      with self._writer.as_default(step=int(step)):
+        for name, image in images.items():
+          self._tf.summary.image(name, np.asarray(image)[None])
+
+  def flush(self):
+    if self.enabled:
+      self._writer.flush()
+
+  def close(self):
+    if self.enabled:
+      self._writer.close()
+      self._jsonl.close()
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+  """A tqdm bar over steps (ETA from the step rate); silent on processes other than 0."""
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, disable=not enabled, unit='step', dynamic_ncols=True,
+              file=sys.stderr, mininterval=1.0, smoothing=0.1)

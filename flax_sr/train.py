@@ -1,0 +1,223 @@
+"""Training state and the pure steps: ``train_step``, ``eval_step`` and ``upscale``.
+
+The steps are pure functions of arrays (no globals, no Python side effects); the loop in
+``trainer.py`` compiles them with ``jax.jit`` over a device mesh. They are also ``pmap``-ready:
+given ``axis_name`` they average gradients, BatchNorm statistics and the loss across devices
+with ``lax.pmean`` (and BatchNorm normalises over the global batch), and without it they run on
+one device unchanged.
+
+A batch carries HR images as uint8 (``batch['hr']``: (B, H, W, 3)); the step makes the LR input
+itself with the MATLAB-compatible bicubic downscale (``imresize.bicubic_downscale``), so LR
+images are exactly what the SR literature feeds its models.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training import train_state
+
+from flax_sr import resize as resize_lib
+from flax_sr import metrics as metrics_lib
+from flax_sr import models
+
+LOSSES = ('mse', 'l1', 'charbonnier')
+SCHEDULES = ('constant', 'cosine')
+
+
+class TrainState(train_state.TrainState):
+  """``TrainState`` plus BatchNorm statistics, an optional weight EMA and the model itself.
+
+  ``model`` is static (not a pytree leaf): it is the configuration the steps rebuild the network
+  from, so a state is all a step needs.
+  """
+  batch_stats: Any = struct.field(default_factory=dict)
+  ema_params: Any = None
+  model: nn.Module = struct.field(pytree_node=False, default=None)
+
+
+def make_optimizer(learning_rate: float = 1e-4, *, schedule: str = 'constant',
+                   total_steps: int | None = None, warmup_steps: int = 0,
+                   grad_clip_norm: float | None = None) -> optax.GradientTransformation:
+  """Adam with a constant or warm-up + cosine learning rate (the schedule lives in the
+  optimizer state's step count, so a resumed run continues it exactly)."""
+  if schedule == 'constant':
+    lr = learning_rate
+  elif schedule == 'cosine':
+    if not total_steps:
+      raise ValueError('the cosine schedule needs total_steps')
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps=max(warmup_steps, 1),
+        decay_steps=max(total_steps, warmup_steps + 1), end_value=learning_rate * 1e-2)
+  else:
+    raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
+  adam = optax.adam(lr)
+  if grad_clip_norm:
+    return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
+  return adam
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation, *,
+                       lr_shape: Sequence[int] = (1, 16, 16, 3), ema: bool = False) -> TrainState:
+  """Initialises parameters (and BatchNorm statistics) for ``model`` with an LR input shape."""
+  variables = model.init(rng, jnp.zeros(lr_shape, jnp.float32), train=False)
+  params = variables['params']
+  return TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx,
+      batch_stats=variables.get('batch_stats', {}),
+      ema_params=jax.tree.map(jnp.copy, params) if ema else None, model=model)
+
+
+def degrade(hr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
+  """HR uint8 -> LR uint8, the SR degradation (MATLAB bicubic downscale by ``scale``)."""
+  return resize_lib.bicubic_downscale(hr_images, scale)
+
+
+def pixel_loss(outputs: jnp.ndarray, targets: jnp.ndarray, kind: str = 'mse') -> jnp.ndarray:
+  """Mean pixel loss in float32: 'mse', 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6))."""
+  diff = outputs.astype(jnp.float32) - targets.astype(jnp.float32)
+  if kind == 'mse':
+    return jnp.mean(jnp.square(diff))
+  if kind == 'l1':
+    return jnp.mean(jnp.abs(diff))
+  if kind == 'charbonnier':
+    return jnp.mean(jnp.sqrt(jnp.square(diff) + 1e-6))
+  raise ValueError(f'loss must be one of {LOSSES}, got {kind!r}')
+
+
+def _model_with_axis(model: nn.Module, axis_name: str | None) -> nn.Module:
+  """The model with cross-device BatchNorm when the step runs under a named axis."""
+  if axis_name is not None and hasattr(model, 'axis_name'):
+    return model.clone(axis_name=axis_name)
+  return model
+
+
+def _variables(params, batch_stats):
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 'mse',
+               axis_name: str | None = None, ema_decay: float = 0.999
+               ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  """One optimisation step on a batch of uint8 HR images; returns the new state and metrics."""
+  model = _model_with_axis(state.model, axis_name)
+  hr = batch['hr']
+  lr = metrics_lib.to_float(degrade(hr, model.scale))
+  target = metrics_lib.to_float(hr)
+
+  def loss_fn(params):
+    outputs, updates = model.apply(_variables(params, state.batch_stats), lr, train=True,
+                                   mutable=['batch_stats'])
+    return pixel_loss(outputs, target, loss), updates.get('batch_stats', {})
+
+  (loss_value, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+    batch_stats = jax.lax.pmean(batch_stats, axis_name)
+    loss_value = jax.lax.pmean(loss_value, axis_name)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema_params is not None:
+    new_state = new_state.replace(ema_params=optax.incremental_update(
+        new_state.params, state.ema_params, step_size=1.0 - ema_decay))
+  return new_state, {'loss': loss_value}
+
+
+def inference_variables(state: TrainState) -> dict[str, Any]:
+  """The variables used for evaluation: the weight EMA when kept, else the trained weights."""
+  params = state.ema_params if state.ema_params is not None else state.params
+  return _variables(params, state.batch_stats)
+
+
+def upscale(variables: dict[str, Any], lr_images: jnp.ndarray, *, model: nn.Module
+            ) -> jnp.ndarray:
+  """Super-resolves LR images (float in [0, 1] or uint8; (N, H, W, 3) or one (H, W, 3)) with
+  ``model`` and its ``variables``; returns float32 in [0, 1] of (H*s, W*s)."""
+  x = metrics_lib.to_float(lr_images)
+  single = x.ndim == 3
+  if single:
+    x = x[None]
+  out = jnp.clip(model.apply(variables, x, train=False), 0.0, 1.0)
+  return out[0] if single else out
+
+
+def nearest_upscale(lr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
+  return models.upsample_nearest(lr_images, scale)
+
+
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
+              axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',)
+              ) -> dict[str, jnp.ndarray]:
+  """Evaluates a batch: per-row sums of PSNR/SSIM (Y and RGB, shave = scale) and of the loss.
+
+  Rows are 'model' and each baseline ('bicubic', 'nearest'). ``batch['mask']`` (optional, bool
+  (B,)) marks real images in a padded last batch; ``count`` is the number of real images, so
+  means are ``sums / count``. Outputs are quantized to 8 bits, as saved SR images are.
+  """
+  model = _model_with_axis(state.model, axis_name)
+  scale = model.scale
+  hr = batch['hr']
+  mask = batch.get('mask', jnp.ones(hr.shape[:1], bool)).astype(jnp.float32)
+  lr_uint8 = degrade(hr, scale)
+  target = metrics_lib.to_float(hr)
+  outputs = upscale(inference_variables(state), lr_uint8, model=model)
+  rows = {'model': metrics_lib.quantize(outputs)}
+  if 'bicubic' in baselines:
+    rows['bicubic'] = metrics_lib.to_float(resize_lib.imresize(lr_uint8, scale))
+  if 'nearest' in baselines:
+    rows['nearest'] = metrics_lib.to_float(nearest_upscale(lr_uint8, scale))
+  sums = {'count': jnp.sum(mask),
+          'model/loss': jnp.sum(jnp.mean(jnp.square(outputs - target), axis=(1, 2, 3)) * mask)}
+  for row, images in rows.items():
+    for name, values in metrics_lib.sr_metrics(images, target, scale).items():
+      sums[f'{row}/{name}'] = jnp.sum(values * mask)
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  return sums
+
+
+def summarize_eval(sums: dict[str, Any]) -> dict[str, dict[str, float]]:
+  """Host side: {'model/psnr_y': sum, ..., 'count': n} -> {'model': {'psnr_y': mean, ...}}."""
+  count = float(sums['count'])
+  table: dict[str, dict[str, float]] = {}
+  for key, value in sums.items():
+    if key == 'count':
+      continue
+    row, name = key.split('/')
+    table.setdefault(row, {})[name] = float(value) / max(count, 1.0)
+  return table
+
+
+def sum_eval(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+  """Accumulates eval sums across batches (on the host, in float64)."""
+  b = {k: float(v) for k, v in b.items()}
+  if a is None:
+    return b
+  return {k: a[k] + b[k] for k in a}
+
+
+def jit_train_step(**kwargs):
+  """``train_step`` with its options bound, jit-compiled with the state donated."""
+  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
+
+
+def model_from_config(config) -> nn.Module:
+  """The network a ``Config`` describes (the single place that maps options to a model)."""
+  dtype = jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
+  return models.create_model(config.model, scale=config.scale, dtype=dtype,
+                             global_residual=config.global_residual, **config.model_kwargs())
+
+
+def state_from_config(config, total_steps: int | None = None) -> TrainState:
+  """A freshly initialised training state for ``config`` (seeded by ``config.seed``)."""
+  model = model_from_config(config)
+  tx = make_optimizer(config.learning_rate, schedule=config.lr_schedule, total_steps=total_steps,
+                      warmup_steps=config.warmup_steps)
+  lr_shape = (1, config.input_size, config.input_size, 3)
+  return create_train_state(jax.random.key(config.seed), model, tx, lr_shape=lr_shape,
+                            ema=config.ema_decay > 0)

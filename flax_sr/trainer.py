@@ -1,0 +1,275 @@
+"""The training loop: data, compiled steps, evaluation, pictures, checkpoints and resume.
+
+``train_and_evaluate(config, workdir)`` is all ``main.py`` calls. Everything numerical happens
+in the pure steps of ``train.py``; this file is the host-side orchestration around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from flax_sr import checkpointing
+from flax_sr import resize as resize_lib
+from flax_sr import input_pipeline
+from flax_sr import metrics as metrics_lib
+from flax_sr import parallel
+from flax_sr import pictures
+from flax_sr import reporting
+from flax_sr import train as train_lib
+from flax_sr.config import Config, UserError
+
+
+class TrainingDiverged(UserError):
+  pass
+
+
+class StopRequest:
+  """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second SIGINT aborts)."""
+
+  def __init__(self):
+    self.signal_name: str | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def evaluate(state, eval_step, eval_set: input_pipeline.EvalSet, mesh, batch_size: int
+             ) -> dict[str, dict[str, float]]:
+  """Mean metrics over every image of ``eval_set`` (a table: row -> metric -> value)."""
+  sums = None
+  process_slice = slice(None)
+  if eval_set.same_size:
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    process_slice = input_pipeline.local_batch_slice(batch_size, jax.process_index(),
+                                                     jax.process_count())
+    batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size)
+  else:
+    # Whole images of different sizes: one per batch, padded to the device count.
+    batches = (next(input_pipeline.eval_batches(image[None], 1, mesh.size))
+               for image in eval_set.images)
+    process_slice = input_pipeline.local_batch_slice(mesh.size, jax.process_index(),
+                                                     jax.process_count())
+  for batch in batches:
+    local = {k: v[process_slice] for k, v in batch.items()}
+    sums = train_lib.sum_eval(sums, eval_step(state, parallel.put_batch(local, mesh)))
+  return train_lib.summarize_eval(sums)
+
+
+def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int) -> np.ndarray:
+  """Up to ``count`` same-size HR images for pictures (centre crops of whole images)."""
+  if eval_set.same_size:
+    return eval_set.images[:count]
+  crops = []
+  for image in eval_set.images[:count]:
+    h, w = image.shape[:2]
+    size = min(crop, h, w)
+    top, left = (h - size) // 2, (w - size) // 2
+    crops.append(image[top:top + size, left:left + size])
+  size = min(c.shape[0] for c in crops)
+  return np.stack([c[:size, :size] for c in crops])
+
+
+def comparison_picture(state, hr_images: np.ndarray, scale: int) -> np.ndarray:
+  """The original design's figure: rows of LR (nearest) | bicubic | model | HR with PSNRs."""
+  hr = hr_images[:, :hr_images.shape[1] // scale * scale, :hr_images.shape[2] // scale * scale]
+  lr = train_lib.degrade(hr, scale)
+  columns = [
+      metrics_lib.to_float(train_lib.nearest_upscale(lr, scale)),
+      metrics_lib.to_float(resize_lib.imresize(lr, scale)),
+      metrics_lib.quantize(jax.jit(train_lib.upscale, static_argnames='model')(
+          jax.device_get(train_lib.inference_variables(state)), lr, model=state.model)),
+  ]
+  target = metrics_lib.to_float(hr)
+  psnrs = [np.asarray(metrics_lib.psnr(c, target, shave=scale, y_channel=True)) for c in columns]
+  rows, labels = [], []
+  for i in range(len(hr)):
+    rows.append([np.asarray(c[i]) for c in columns] + [hr[i]])
+    labels.append([f'{name} {p[i]:.2f}dB' for name, p in zip(pictures.COLUMNS, psnrs)] + ['HR'])
+  return pictures.comparison_grid(rows, labels)
+
+
+def _flatten_table(prefix: str, table: dict[str, dict[str, float]]) -> dict[str, float]:
+  return {f'{prefix}/{row}/{name}': v for row, values in table.items() for name, v in values.items()}
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) a run in ``workdir``; returns a summary with the final evaluation."""
+  config.validate()
+  parallel.initialize_distributed(config.distributed)
+  is_main = jax.process_index() == 0
+  workdir_path = pathlib.Path(workdir).expanduser().absolute()
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_batch_size(config.batch_size, mesh)
+  eval_batch_size = config.eval_batch_size or config.batch_size
+
+  checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
+  resume_step = checkpointer.latest_step()
+  if resume_step is not None:
+    if not config.resume:
+      raise UserError(f'{workdir_path} already holds a run (checkpoint at step {resume_step}); '
+                      f'continue it with --resume=true or choose another --workdir')
+    checkpointing.check_compatible(checkpointing.load_config(workdir_path), config, workdir_path)
+  if is_main:
+    checkpointing.save_config(workdir_path, config)
+
+  logging.info('Loading data (%s)...', config.dataset)
+  train_source = input_pipeline.make_train_source(config)
+  eval_set = input_pipeline.make_eval_set(config)
+  steps_per_epoch = train_source.examples_per_epoch // config.batch_size
+  if steps_per_epoch < 1:
+    raise UserError(f'{train_source.name} has {train_source.examples_per_epoch} examples per '
+                    f'epoch, fewer than --batch_size {config.batch_size}')
+  total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+
+  state = parallel.put_replicated(train_lib.state_from_config(config, total_steps), mesh)
+  position, train_seconds = (0, 0), 0.0
+  if resume_step is not None:
+    state, meta = checkpointer.restore(resume_step, state)
+    position, train_seconds = tuple(meta['position']), meta.get('train_seconds', 0.0)
+    logging.info('Resumed from step %d (epoch %d, batch %d)', resume_step, *position)
+  step = int(jax.device_get(state.step))
+
+  train_step = parallel.compile_train_step(mesh, loss=config.loss,
+                                           ema_decay=config.ema_decay or 0.999)
+  eval_step = parallel.compile_eval_step(mesh)
+  reporter = reporting.Reporter(workdir_path, enabled=is_main)
+  pictures_dir = workdir_path / 'pictures'
+  grid_hr = grid_examples(eval_set, config.num_grid_images, config.hr_size)
+  stream = input_pipeline.TrainStream(
+      train_source, config.batch_size, seed=config.seed, augment=config.augment,
+      position=position, process_index=jax.process_index(), process_count=jax.process_count(),
+      put=lambda batch: parallel.put_batch(batch, mesh))
+
+  def meta() -> dict[str, Any]:
+    return {'position': list(position), 'train_seconds': train_seconds,
+            'epoch': step / steps_per_epoch}
+
+  def run_eval() -> dict[str, dict[str, float]]:
+    table = evaluate(state, eval_step, eval_set, mesh, eval_batch_size)
+    reporter.scalars(step, _flatten_table('eval', table))
+    if is_main and len(grid_hr):
+      grid = comparison_picture(state, grid_hr, config.scale)
+      pictures.save_png(grid, pictures_dir / f'grid_step{step:07d}.png')
+      reporter.images(step, {'comparison': grid})
+    gain = table['model']['psnr_y'] - table['bicubic']['psnr_y']
+    logging.info('step %d eval on %s: PSNR-Y %.3f dB (bicubic %.3f, gain %+.3f), SSIM-Y %.4f',
+                 step, eval_set.name, table['model']['psnr_y'], table['bicubic']['psnr_y'], gain,
+                 table['model']['ssim_y'])
+    return table
+
+  def check_finite(loss: float, at_step: int):
+    if not math.isfinite(loss):
+      last = checkpointer.latest_step()
+      kept = f'the last good checkpoint (step {last}) is kept' if last else 'no checkpoint saved'
+      raise TrainingDiverged(f'training diverged: loss is {loss} at step {at_step}; {kept}; '
+                             f'lower --learning_rate or check the data')
+
+  budget = config.train_minutes * 60 if config.train_minutes else None
+  table, stopped_by = None, None
+  bar = reporting.progress_bar(total_steps, step, enabled=is_main)
+  window_start, window_steps, pending = time.perf_counter(), 0, None
+  try:
+    with StopRequest() as stop:
+      while step < total_steps:
+        step_start = time.perf_counter()
+        batch, position = next(stream)
+        state, step_metrics = train_step(state, batch)
+        step += 1
+        window_steps += 1
+        # Read the previous step's loss while this one runs (keeps the device busy).
+        if pending is not None:
+          check_finite(float(pending[1]['loss']), pending[0])
+        pending = (step, step_metrics)
+        train_seconds += time.perf_counter() - step_start
+
+        epoch_end = step % steps_per_epoch == 0
+        eval_due = (step % config.eval_every == 0) if config.eval_every else epoch_end
+        out_of_time = budget is not None and train_seconds >= budget
+        last = step == total_steps or out_of_time or stop.signal_name is not None
+        save_due = eval_due or last or epoch_end or step % config.checkpoint_every == 0
+        if step % config.log_every == 0 or save_due:
+          loss = float(step_metrics['loss'])
+          check_finite(loss, step)
+          elapsed = time.perf_counter() - window_start
+          rate = window_steps * config.batch_size / max(elapsed, 1e-9)
+          reporter.scalars(step, {'train/loss': loss, 'train/images_per_s': rate,
+                                  'train/epoch': step / steps_per_epoch})
+          bar.set_postfix(epoch=f'{step / steps_per_epoch:.2f}', loss=f'{loss:.5f}',
+                          img_s=f'{rate:.1f}', refresh=False)
+          window_start, window_steps = time.perf_counter(), 0
+        bar.update(1)
+        if eval_due or last:
+          table = run_eval()
+        if save_due:
+          checkpointer.save(step, state, meta(), metrics=table['model'] if table and (
+              eval_due or last) else None)
+        if out_of_time:
+          stopped_by = f'the --train_minutes budget ({config.train_minutes} min)'
+        elif stop.signal_name is not None:
+          stopped_by = stop.signal_name
+        if stopped_by:
+          break
+  finally:
+    bar.close()
+    stream.close()
+    checkpointer.close()
+    reporter.flush()
+  if table is None:  # nothing left to train (a finished run, resumed): report it again
+    table = run_eval()
+  reporter.close()
+
+  curves = pictures_dir / 'training_curves.png'
+  if is_main:
+    pictures.plot_training_curves(reporting.read_metrics(workdir_path), curves)
+  summary = {'step': step, 'total_steps': total_steps, 'eval': table, 'stopped_by': stopped_by,
+             'workdir': str(workdir_path), 'train_seconds': train_seconds,
+             'eval_dataset': eval_set.name, 'num_eval_images': len(eval_set)}
+  if is_main:
+    print(format_table(table, config.scale, eval_set.name, len(eval_set)))
+    if stopped_by in ('SIGINT', 'SIGTERM'):
+      print(f'Stopped by {stopped_by} at step {step}; checkpoint saved. Resume with the same '
+            f'command (same --workdir {workdir_path}).')
+    elif stopped_by:
+      print(f'Stopped at step {step} of {total_steps} by {stopped_by}; checkpoint saved.')
+    print(f'Checkpoints: {checkpointer.directory}\nLogs: {workdir_path / "logs"} (TensorBoard), '
+          f'{workdir_path / reporting.METRICS_FILE}\nPictures: {pictures_dir}')
+  return summary
+
+
+def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
+                 num_images: int) -> str:
+  """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic."""
+  lines = [f'Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}):',
+           f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}']
+  for row in ('model', 'bicubic', 'nearest'):
+    if row in table:
+      v = table[row]
+      lines.append(f'{row:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
+                   f'{v["ssim_rgb"]:9.4f}')
+  if 'bicubic' in table:
+    lines.append(f'model gain over bicubic: {table["model"]["psnr_y"] - table["bicubic"]["psnr_y"]:+.3f}'
+                 f' dB PSNR-Y, {table["model"]["ssim_y"] - table["bicubic"]["ssim_y"]:+.4f} SSIM-Y')
+  return '\n'.join(lines)
