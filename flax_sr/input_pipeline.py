@@ -155,29 +155,31 @@ def load_stl10(data_dir: str | None, split: str, max_examples: int | None = None
                ) -> ArraySource:
   """Decodes an STL-10 split (or its first ``max_examples`` images) into memory."""
   builder = stl10_builder(data_dir, download=download)
-  if split not in builder.info.splits:
+  splits = builder.info.splits
+  if splits and split not in splits:
     raise DataError(f'STL-10 in {builder.data_dir} has no split {split!r} '
-                    f'(it has {", ".join(builder.info.splits)})')
-  total = builder.info.splits[split].num_examples
-  count = total if max_examples is None else min(total, max_examples)
-  needed = count * 96 * 96 * 3
+                    f'(it has {", ".join(splits)})')
+  expected = splits[split].num_examples if splits else 0
+  if max_examples is not None:
+    expected = min(expected, max_examples) if expected else max_examples
+  needed = expected * 96 * 96 * 3
   if needed > 0.8 * _available_memory_bytes():
     raise DataError(f'STL-10 {split} needs {needed / 2**30:.1f} GiB in memory, more than is free; '
                     f'limit it with --eval_examples or use a machine with more memory')
   import tensorflow_datasets as tfds
-  read_split = split if count == total else f'{split}[:{count}]'
-  dataset = builder.as_dataset(split=read_split, shuffle_files=False)
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  if max_examples is not None:
+    dataset = dataset.take(max_examples)
   dataset = dataset.map(lambda example: example['image'], num_parallel_calls=16)
-  images = np.empty((count, 96, 96, 3), np.uint8)
-  filled = 0
+  chunks, filled = [], 0
   for chunk in tfds.as_numpy(dataset.batch(1024).prefetch(2)):
-    images[filled:filled + len(chunk)] = chunk
+    chunks.append(chunk)
     filled += len(chunk)
     if progress is not None:
-      progress(filled, count)
-  if filled != count:
-    raise DataError(f'STL-10 {split} in {builder.data_dir} gave {filled} images, expected {count}')
-  return ArraySource(images, f'stl10/{split}')
+      progress(filled, expected)
+  if not filled:
+    raise DataError(f'STL-10 {split} in {builder.data_dir} holds no images')
+  return ArraySource(np.concatenate(chunks), f'stl10/{split}')
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

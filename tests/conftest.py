@@ -1,0 +1,62 @@
+"""Shared test fixtures: paths to ../shared data (tests skip when it is absent), mocked STL-10,
+tiny configurations and a helper to run the command-line tools in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / 'shared'
+SHARED_TFDS = SHARED / 'data' / 'tfds'
+SHARED_SR = SHARED / 'data' / 'sr'
+
+
+def require(path: pathlib.Path) -> pathlib.Path:
+  if not path.exists():
+    pytest.skip(f'{path} is not present (../shared is only beside a developer checkout or CI)')
+  return path
+
+
+@pytest.fixture
+def shared_tfds() -> pathlib.Path:
+  return require(SHARED_TFDS / 'stl10')
+
+
+@pytest.fixture
+def shared_sr() -> pathlib.Path:
+  return require(SHARED_SR / 'Set5').parent
+
+
+@pytest.fixture
+def mock_stl10(monkeypatch, tmp_path):
+  """tfds.testing.mock_data for STL-10 (random 96x96 images in every split); returns a data dir.
+
+  Under the mock, tfds' download is a no-op, so the 'is the download host reachable' check is
+  answered yes, as on an online machine.
+  """
+  import tensorflow_datasets as tfds
+  from flax_sr import input_pipeline
+  monkeypatch.setattr(input_pipeline, '_host_reachable', lambda *args, **kwargs: True)
+  with tfds.testing.mock_data(num_examples=48):
+    yield str(tmp_path / 'tfds')
+
+
+def run_module(module: str, *args: str, timeout: float = 300, env: dict | None = None,
+               cwd: str | None = None) -> subprocess.CompletedProcess:
+  """Runs ``python -m module args`` and returns the completed process (text output)."""
+  full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL='2',
+                  PYTHONUNBUFFERED='1')
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True,
+                        timeout=timeout, env=full_env, cwd=cwd)
+
+
+# Options that make a training run take seconds on a CPU: a 8-channel model, small batches.
+TINY = ('--features', '8', '--batch_size', '8', '--log_every', '1', '--num_grid_images', '2')

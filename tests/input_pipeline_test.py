@@ -1,0 +1,164 @@
+"""The input pipeline: mock and real STL-10, the offline error, image folders, the sample."""
+
+import logging
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from flax_sr import input_pipeline, parallel
+from flax_sr.config import Config
+
+
+def take(stream, n):
+  out = [next(stream) for _ in range(n)]
+  stream.close()
+  return out
+
+
+@pytest.mark.parametrize('split', ['unlabelled', 'train', 'test'])
+def test_mock_stl10_splits_load(mock_stl10, split):
+  source = input_pipeline.load_stl10(mock_stl10, split)
+  assert source.images.shape == (48, 96, 96, 3) and source.images.dtype == np.uint8
+
+
+def test_stream_batches_determinism_and_epochs(mock_stl10):
+  source = input_pipeline.load_stl10(mock_stl10, 'unlabelled')
+  stream = input_pipeline.TrainStream(source, 16, seed=3)
+  assert stream.steps_per_epoch == 3
+  batches = take(stream, 6)
+  batch, position = batches[0]
+  assert batch['hr'].shape == (16, 96, 96, 3) and batch['hr'].dtype == np.uint8
+  assert [p for _, p in batches] == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
+  again = take(input_pipeline.TrainStream(source, 16, seed=3), 6)
+  for (a, _), (b, _) in zip(batches, again):
+    np.testing.assert_array_equal(a['hr'], b['hr'])
+  other_seed = take(input_pipeline.TrainStream(source, 16, seed=4), 1)
+  assert not np.array_equal(other_seed[0][0]['hr'], batch['hr'])
+  # Each epoch covers every image once, in a new order.
+  def ids(batch_list):
+    return [int(np.flatnonzero((source.images == im).all(axis=(1, 2, 3)))[0])
+            for b, _ in batch_list for im in b['hr']]
+  epoch0, epoch1 = ids(batches[:3]), ids(batches[3:])
+  assert sorted(epoch0) == sorted(epoch1) == list(range(48))
+  assert epoch0 != epoch1
+
+
+def test_stream_resumes_at_a_position(mock_stl10):
+  source = input_pipeline.load_stl10(mock_stl10, 'unlabelled')
+  full = take(input_pipeline.TrainStream(source, 16, seed=0, augment=True), 5)
+  resumed = take(input_pipeline.TrainStream(source, 16, seed=0, augment=True,
+                                            position=full[1][1]), 3)
+  for (a, pa), (b, pb) in zip(full[2:], resumed):
+    np.testing.assert_array_equal(a['hr'], b['hr'])
+    assert pa == pb
+
+
+def test_per_process_and_per_device_split(mock_stl10):
+  source = input_pipeline.load_stl10(mock_stl10, 'unlabelled')
+  whole = take(input_pipeline.TrainStream(source, 16, seed=0), 1)[0][0]['hr']
+  parts = [take(input_pipeline.TrainStream(source, 16, seed=0, process_index=p,
+                                           process_count=2), 1)[0][0]['hr'] for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)
+  split = parallel.split_for_pmap({'hr': whole}, 4)
+  assert split['hr'].shape == (4, 4, 96, 96, 3)
+  # On the mesh, each device holds batch / devices images.
+  mesh = parallel.make_mesh()
+  placed = parallel.put_batch({'hr': whole}, mesh)
+  assert placed['hr'].shape == (16, 96, 96, 3)
+  assert {s.data.shape for s in placed['hr'].addressable_shards} == {(16 // mesh.size, 96, 96, 3)}
+
+
+def test_eval_batches_cover_each_image_once():
+  images = np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+  batches = list(input_pipeline.eval_batches(images.astype(np.uint8), 4))
+  assert [len(b['hr']) for b in batches] == [4, 4, 4]
+  real = np.concatenate([b['hr'][b['mask']] for b in batches])
+  np.testing.assert_array_equal(real[:, 0, 0, 0], np.arange(10))
+
+
+def test_real_stl10_subset(shared_tfds):
+  source = input_pipeline.load_stl10(shared_tfds.parent, 'test', download=False)
+  assert source.images.shape == (300, 96, 96, 3)
+  # Real photographs: smooth neighbouring pixels, unlike mock noise.
+  neighbour_diff = np.abs(np.diff(source.images.astype(int), axis=2)).mean()
+  assert neighbour_diff < 20 and source.images.std() > 30
+  config = Config(dataset='stl10', data_dir=str(shared_tfds.parent))
+  eval_set = input_pipeline.make_eval_set(config)
+  batches = list(input_pipeline.eval_batches(eval_set.images, 64))
+  assert sum(int(b['mask'].sum()) for b in batches) == 300
+  seen = np.concatenate([b['hr'][b['mask']] for b in batches])
+  assert len({im.tobytes() for im in seen}) == 300
+  stream = input_pipeline.TrainStream(input_pipeline.load_stl10(shared_tfds.parent, 'unlabelled'),
+                                      64, seed=0)
+  assert stream.steps_per_epoch == 4500 // 64
+  stream.close()
+
+
+def test_offline_and_unprepared_gives_clear_error_fast(tmp_path, monkeypatch):
+  # No network here (as on CI); in case there is one, make the host unreachable.
+  monkeypatch.setattr(input_pipeline, 'STL10_DOWNLOAD_HOST', ('stl10.invalid', 80))
+  start = time.monotonic()
+  with pytest.raises(input_pipeline.DataError) as error:
+    input_pipeline.load_stl10(str(tmp_path / 'empty'), 'unlabelled')
+  assert time.monotonic() - start < 15
+  message = str(error.value)
+  assert str(tmp_path / 'empty') in message and '--dataset sample' in message
+  assert '--dataset folder' in message and '--data_dir' in message and '\n' not in message
+
+
+def write_folder(root):
+  rng = np.random.default_rng(0)
+  (root / 'sub').mkdir(parents=True)
+  Image.fromarray(rng.integers(0, 255, (120, 100, 3), np.uint8)).save(root / 'a.png')
+  Image.fromarray(rng.integers(0, 255, (110, 130), np.uint8)).save(root / 'sub' / 'gray.jpg')
+  Image.fromarray(rng.integers(0, 255, (100, 100, 4), np.uint8), 'RGBA').save(root / 'rgba.png')
+  Image.fromarray(rng.integers(0, 255, (97, 140, 3), np.uint8)).save(root / 'sub' / 'b.bmp')
+  Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(root / 'small.png')
+  (root / 'corrupt.png').write_bytes(b'\x89PNG not really')
+  (root / 'notes.txt').write_text('ignored')
+
+
+def test_folder_source(tmp_path, caplog):
+  write_folder(tmp_path / 'imgs')
+  with caplog.at_level(logging.WARNING):
+    images, names = input_pipeline.load_folder_images(tmp_path / 'imgs', min_size=96)
+  assert sorted(names) == ['a.png', 'rgba.png', 'sub/b.bmp', 'sub/gray.jpg']
+  assert all(im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8 for im in images)
+  log = caplog.text
+  assert 'corrupt.png' in log and 'small.png' in log and 'skipped 2' in log
+  source = input_pipeline.FolderSource(images, names, 96, 4, 'imgs')
+  stream = input_pipeline.TrainStream(source, 8, seed=0, augment=True)
+  assert stream.steps_per_epoch == 2
+  batch = take(stream, 1)[0][0]
+  assert batch['hr'].shape == (8, 96, 96, 3)
+  eval_set = input_pipeline.folder_eval_set(tmp_path / 'imgs', 3)
+  # Evaluation keeps whole images (small ones too), cropped to a multiple of the scale.
+  assert eval_set.names == ['a.png', 'rgba.png', 'small.png', 'sub/b.bmp', 'sub/gray.jpg']
+  assert [im.shape[:2] for im in eval_set.images] == [(120, 99), (99, 99), (39, 39), (96, 138),
+                                                      (108, 129)]
+
+
+def test_folder_without_usable_images(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / 'bad.png').write_bytes(b'nope')
+  with pytest.raises(input_pipeline.DataError, match='no usable image'):
+    input_pipeline.load_folder_images(tmp_path / 'empty')
+  with pytest.raises(input_pipeline.DataError, match='does not exist'):
+    input_pipeline.load_folder_images(tmp_path / 'missing')
+
+
+def test_sample_needs_no_network(monkeypatch):
+  import socket
+  def no_network(*args, **kwargs):
+    raise AssertionError('the sample must not touch the network')
+  monkeypatch.setattr(socket, 'create_connection', no_network)
+  monkeypatch.setattr(socket.socket, 'connect', no_network)
+  train = input_pipeline.load_sample('train')
+  held_out = input_pipeline.load_sample('eval')
+  assert train.images.shape[1:] == (96, 96, 3) and len(train) >= 100 and len(held_out) >= 20
+  assert train.images.std() > 30
+  stream = input_pipeline.TrainStream(train, 16, seed=0)
+  assert take(stream, 1)[0][0]['hr'].shape == (16, 96, 96, 3)

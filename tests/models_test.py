@@ -1,0 +1,95 @@
+"""Model shapes, parameter counts and the reference design's block structure."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flax_sr import models
+
+
+def count_params(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize('input_size, scale, factors', [(16, 6, (1, 1, 2, 3)), (32, 3, (1, 1, 1, 3))])
+def test_reference_maps_to_96(input_size, scale, factors):
+  model = models.ReferenceSR(scale=scale, features=8)
+  assert model.factors() == factors
+  x = jnp.zeros((2, input_size, input_size, 3))
+  variables = model.init(jax.random.key(0), x)
+  y = model.apply(variables, x)
+  assert y.shape == (2, 96, 96, 3) and y.dtype == jnp.float32
+
+
+def test_reference_is_fully_convolutional_on_non_square_input():
+  model = models.ReferenceSR(scale=3, features=8)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  assert model.apply(variables, jnp.zeros((1, 10, 17, 3))).shape == (1, 30, 51, 3)
+
+
+@pytest.mark.parametrize('factors', [(1, 1, 1, 3), (3, 1, 1, 1), (1, 1, 2, 3)])
+def test_parameter_count_matches_layer_arithmetic(factors):
+  c = 64
+  model = models.ReferenceSR(scale=int(np.prod(factors)), upsample_factors=factors)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  # Block 1: 3x3 conv 3->c without bias, BN scale+bias; blocks 2-4: c->c; head: c->3 with bias.
+  expected = (9 * 3 * c + 2 * c) + 3 * (9 * c * c + 2 * c) + (9 * c * 3 + 3)
+  assert count_params(variables['params']) == expected
+  assert count_params(variables['batch_stats']) == 4 * 2 * c
+  assert 'bias' not in variables['params']['block0_conv']
+
+
+def test_upsampling_placement_changes_where_blocks_run():
+  x = jnp.zeros((1, 32, 32, 3))
+  early = models.ReferenceSR(scale=3, features=4, upsample_factors=(3, 1, 1, 1))
+  _, state = early.apply(early.init(jax.random.key(0), x), x, capture_intermediates=True,
+                         mutable=['intermediates'])
+  assert state['intermediates']['block1_conv']['__call__'][0].shape == (1, 96, 96, 4)
+
+
+@pytest.mark.parametrize('scale, expected', [(2, (1, 1, 1, 2)), (4, (1, 1, 2, 2)), (6, (1, 1, 2, 3)),
+                                             (96, (2, 4, 4, 3)), (1, (1, 1, 1, 1))])
+def test_default_upsample_factors(scale, expected):
+  factors = models.default_upsample_factors(scale, 4)
+  assert int(np.prod(factors)) == scale and sorted(factors) == sorted(expected)
+
+
+def test_bad_factor_list_is_rejected():
+  model = models.ReferenceSR(scale=3, upsample_factors=(2, 1, 1, 1))
+  with pytest.raises(ValueError, match='product is the scale 3'):
+    model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+@pytest.mark.parametrize('name', ['espcn', 'edsr'])
+@pytest.mark.parametrize('scale', [2, 3, 4, 6])
+def test_other_models_any_scale(name, scale):
+  kwargs = {'num_res_blocks': 2} if name == 'edsr' else {}
+  model = models.create_model(name, scale=scale, features=8, **kwargs)
+  x = jnp.zeros((2, 7, 9, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert model.apply(variables, x).shape == (2, 7 * scale, 9 * scale, 3)
+
+
+def test_pixel_shuffle_places_channels_as_sub_pixels():
+  x = jnp.arange(8, dtype=jnp.float32).reshape(1, 1, 2, 4)
+  y = models.pixel_shuffle(x, 2)
+  assert y.shape == (1, 2, 4, 1)
+  # Pixel (0, 0) of the input spreads its 4 channels over the 2x2 block at (0, 0).
+  np.testing.assert_array_equal(np.asarray(y[0, :, :2, 0]).ravel(), [0, 1, 2, 3])
+
+
+def test_global_residual_starts_from_bicubic():
+  """A residual model with a zeroed head outputs exactly the bicubic upscale of its input."""
+  from flax_sr import resize
+  model = models.ReferenceSR(scale=3, features=4, global_residual=True)
+  x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 3))
+  variables = model.init(jax.random.key(0), x)
+  params = jax.tree.map(jnp.zeros_like, variables['params'])
+  y = model.apply({**variables, 'params': params}, x)
+  np.testing.assert_allclose(y, resize.imresize(x, 3), atol=1e-6)
+
+
+def test_unknown_model_name():
+  with pytest.raises(ValueError, match='unknown model'):
+    models.create_model('vdsr', scale=3)

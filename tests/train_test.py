@@ -1,0 +1,151 @@
+"""The pure steps: a real step on mock STL-10, overfitting, BatchNorm state, and composition
+with jit / vmap / grad and pmap's axis name."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flax_sr
+from flax_sr import input_pipeline, train
+
+
+def tiny_state(scale=3, features=8, lr=1e-3, lr_size=8, model='reference', **kwargs):
+  model = flax_sr.create_model(model, scale=scale, features=features, **kwargs)
+  return train.create_train_state(jax.random.key(0), model, optax.adam(lr),
+                                  lr_shape=(1, lr_size, lr_size, 3))
+
+
+def random_hr(n=4, size=24, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_train_step_on_mock_stl10(mock_stl10):
+  source = input_pipeline.load_stl10(mock_stl10, 'unlabelled')
+  stream = input_pipeline.TrainStream(source, 8, seed=0)
+  batch, _ = next(stream)
+  stream.close()
+  state = tiny_state(lr_size=32)
+  step = jax.jit(train.train_step)
+  new_state, metrics = step(state, batch)
+  assert int(new_state.step) == 1
+  assert np.isfinite(float(metrics['loss']))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
+  assert all(jax.tree.leaves(changed))
+
+
+@pytest.mark.parametrize('model, kwargs', [('reference', {}), ('espcn', {}),
+                                           ('edsr', {'num_res_blocks': 2})])
+def test_overfits_a_fixed_batch(model, kwargs):
+  """Gradients, BatchNorm and the optimizer are wired: loss falls 10x on one small batch."""
+  hr = random_hr(4, 24)
+  # A smooth target is learnable by a tiny net; random noise is not.
+  hr = np.asarray(jax.image.resize(hr[:, :6, :6].astype(np.float32), (4, 24, 24, 3), 'linear'),
+                  np.uint8)
+  state = tiny_state(features=16, lr=3e-3, model=model, **kwargs)
+  step = jax.jit(train.train_step)
+  first = None
+  for _ in range(300):
+    state, metrics = step(state, {'hr': hr})
+    first = float(metrics['loss']) if first is None else first
+  assert float(metrics['loss']) < first / 10, (first, float(metrics['loss']))
+
+
+def test_batchnorm_statistics_change_in_train_step_only():
+  state = tiny_state()
+  batch = {'hr': random_hr()}
+  trained, _ = jax.jit(train.train_step)(state, batch)
+  before = jax.tree.leaves(state.batch_stats)
+  after = jax.tree.leaves(trained.batch_stats)
+  assert all(not np.allclose(a, b) for a, b in zip(before, after))
+  sums = jax.jit(train.eval_step)(trained, batch)
+  assert float(sums['count']) == 4
+  # eval_step returns metrics only; the state (and its statistics) is untouched.
+  for a, b in zip(jax.tree.leaves(trained.batch_stats), after):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_step_mask_excludes_padding():
+  state = tiny_state()
+  hr = random_hr(4)
+  full = jax.jit(train.eval_step)(state, {'hr': hr[:2]})
+  padded = jax.jit(train.eval_step)(state, {'hr': hr, 'mask': np.array([1, 1, 0, 0], bool)})
+  assert float(padded['count']) == 2
+  for key in full:
+    np.testing.assert_allclose(float(padded[key]), float(full[key]), rtol=1e-5)
+
+
+def test_public_functions_compose_with_jit_vmap_grad():
+  state = tiny_state()
+  model = state.model
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  hr = random_hr(6, 24)
+  lr = flax_sr.degrade(hr, 3)
+  assert lr.shape == (6, 8, 8, 3) and lr.dtype == jnp.uint8
+
+  up = jax.jit(functools.partial(flax_sr.upscale, model=model))(variables, lr)
+  assert up.shape == (6, 24, 24, 3)
+  # vmap over a leading axis: per-image calls give the batched result.
+  per_image = jax.vmap(functools.partial(flax_sr.upscale, model=model), in_axes=(None, 0))(
+      variables, lr)
+  np.testing.assert_allclose(per_image, up, atol=1e-5)
+  # vmap of the training step over two independent batches.
+  stacked = {'hr': hr.reshape(2, 3, 24, 24, 3)}
+  new_states, metrics = jax.vmap(train.train_step, in_axes=(None, 0))(state, stacked)
+  assert metrics['loss'].shape == (2,)
+  # grad through the model, the degradation and the metric.
+  def objective(params, images):
+    sr = flax_sr.upscale({**variables, 'params': params},
+                         flax_sr.imresize(images, 1 / 3), model=model)
+    return -flax_sr.psnr(sr, images).mean()
+  grads = jax.jit(jax.grad(objective))(state.params, hr.astype(np.float32) / 255)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert any(np.abs(g).sum() > 0 for g in jax.tree.leaves(grads))
+  sums = jax.jit(flax_sr.eval_step)(state, {'hr': hr})
+  assert set(sums) >= {'count', 'model/psnr_y', 'bicubic/psnr_y'}
+
+
+def test_axis_name_averages_like_one_device():
+  """Under a named axis (vmap stands in for pmap on one CPU), two half-batches give the same
+  update as the whole batch: gradients and BatchNorm statistics are averaged."""
+  state = tiny_state()
+  hr = random_hr(8)
+  whole, whole_metrics = jax.jit(train.train_step)(state, {'hr': hr})
+  step = functools.partial(train.train_step, axis_name='batch')
+  halves, half_metrics = jax.vmap(step, in_axes=(None, 0), out_axes=(None, 0),
+                                  axis_name='batch')(state, {'hr': hr.reshape(2, 4, 24, 24, 3)})
+  np.testing.assert_allclose(half_metrics['loss'], [whole_metrics['loss']] * 2, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(halves.params), jax.tree.leaves(whole.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(halves.batch_stats), jax.tree.leaves(whole.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('kind', ['mse', 'l1', 'charbonnier'])
+def test_pixel_losses(kind):
+  a, b = jnp.zeros((1, 2, 2, 1)), jnp.full((1, 2, 2, 1), 0.5)
+  expected = {'mse': 0.25, 'l1': 0.5, 'charbonnier': np.sqrt(0.25 + 1e-6)}[kind]
+  np.testing.assert_allclose(float(train.pixel_loss(a, b, kind)), expected, rtol=1e-6)
+
+
+def test_ema_tracks_parameters():
+  model = flax_sr.create_model('reference', scale=3, features=8)
+  state = train.create_train_state(jax.random.key(0), model, optax.adam(1e-2),
+                                   lr_shape=(1, 8, 8, 3), ema=True)
+  new, _ = jax.jit(functools.partial(train.train_step, ema_decay=0.9))(state, {'hr': random_hr()})
+  for p0, p1, e1 in zip(*(jax.tree.leaves(t) for t in (state.params, new.params, new.ema_params))):
+    np.testing.assert_allclose(e1, 0.9 * p0 + 0.1 * p1, rtol=1e-5, atol=1e-7)
+
+
+def test_cosine_schedule_warms_up_and_decays():
+  tx = train.make_optimizer(1e-3, schedule='cosine', total_steps=100, warmup_steps=10)
+  params = {'w': jnp.ones(())}
+  opt_state = tx.init(params)
+  sizes = []
+  for _ in range(100):
+    updates, opt_state = tx.update({'w': jnp.ones(())}, opt_state, params)
+    sizes.append(abs(float(updates['w'])))
+  assert sizes[0] < sizes[9] and np.argmax(sizes) in range(8, 12) and sizes[-1] < sizes[10] / 20
