@@ -100,8 +100,9 @@ class Checkpointer:
     except (ValueError, KeyError, TypeError) as error:
       raise CheckpointError(f'checkpoint {self.directory / str(step)} does not match the model: '
                             f'{str(error).splitlines()[0][:300]}') from error
-    state = serialization.from_state_dict(target_state, restored.state)
-    return state, restored.meta
+    # Fields saved as absent (None, e.g. no EMA) come back from the target.
+    full = dict(serialization.to_state_dict(target_state), **restored.state)
+    return serialization.from_state_dict(target_state, full), restored.meta
 
   def wait(self):
     self.manager.wait_until_finished()

@@ -167,7 +167,9 @@ def load_stl10(data_dir: str | None, split: str, max_examples: int | None = None
     raise DataError(f'STL-10 {split} needs {needed / 2**30:.1f} GiB in memory, more than is free; '
                     f'limit it with --eval_examples or use a machine with more memory')
   import tensorflow_datasets as tfds
-  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  # No tfds auto-cache: we decode once into memory ourselves.
+  dataset = builder.as_dataset(split=split, shuffle_files=False,
+                               read_config=tfds.ReadConfig(try_autocache=False))
   if max_examples is not None:
     dataset = dataset.take(max_examples)
   dataset = dataset.map(lambda example: example['image'], num_parallel_calls=16)
@@ -386,10 +388,12 @@ class EvalSet:
   """Evaluation images: one uint8 array of same-size images, or a list of whole images of any
   size (each cropped to a multiple of the scale, as the SR literature evaluates)."""
 
-  def __init__(self, images, names: Sequence[str], name: str):
+  def __init__(self, images, names: Sequence[str], name: str,
+               gray: Sequence[bool] | None = None):
     self.images = images
     self.names = list(names)
     self.name = name
+    self.gray = list(gray) if gray is not None else [False] * len(images)
 
   @property
   def same_size(self) -> bool:
@@ -403,7 +407,13 @@ def folder_eval_set(directory, scale: int, max_examples: int | None = None) -> E
   images, names = load_folder_images(directory, min_size=max(2 * scale, 11 + 2 * scale))
   images = [image[:image.shape[0] - image.shape[0] % scale, :image.shape[1] - image.shape[1] % scale]
             for image in images][:max_examples]
-  return EvalSet(images, names[:len(images)], f'folder {directory}')
+  gray = [is_grayscale(image) for image in images]
+  return EvalSet(images, names[:len(images)], f'folder {directory}', gray)
+
+
+def is_grayscale(image: np.ndarray) -> bool:
+  """True for an RGB image whose three channels are equal (a grayscale file read as RGB)."""
+  return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
 
 
 def make_eval_set(config) -> EvalSet:

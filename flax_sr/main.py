@@ -107,7 +107,7 @@ def run_cli(main_fn, argv=None) -> int:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
   for noisy in ('absl', 'orbax', 'jax._src.xla_bridge', 'tensorflow'):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger(noisy).setLevel(logging.ERROR)
   try:
     return main_fn(argv) or 0
   except UserError as error:

@@ -28,17 +28,22 @@ def to_float(images: jnp.ndarray) -> jnp.ndarray:
   return images
 
 
-def rgb_to_y(images: jnp.ndarray) -> jnp.ndarray:
+def rgb_to_y(images: jnp.ndarray, gray: jnp.ndarray | None = None) -> jnp.ndarray:
   """BT.601 luma on the 0..255 scale, (..., H, W, 3) -> (..., H, W, 1).
 
-  A single-channel image is taken to be its own grey level (as the MATLAB scripts do for
-  grayscale HR images) and is returned on the 0..255 scale.
+  A grayscale image is its own Y, as in the MATLAB evaluation scripts: a single-channel input,
+  or the images that ``gray`` (bool, shape ``...``) marks, whose Y is their grey level (the mean
+  of their channels, which are equal for a grayscale HR image).
   """
   images = to_float(images)
   if images.shape[-1] == 1:
     return images * 255.0
   weights = jnp.asarray(_BT601_Y, images.dtype)
-  return (16.0 + jnp.tensordot(images, weights, axes=([-1], [0])))[..., None]
+  y = (16.0 + jnp.tensordot(images, weights, axes=([-1], [0])))[..., None]
+  if gray is None:
+    return y
+  grey_level = jnp.mean(images, axis=-1, keepdims=True) * 255.0
+  return jnp.where(jnp.asarray(gray)[..., None, None, None], grey_level, y)
 
 
 def shave_border(images: jnp.ndarray, shave: int) -> jnp.ndarray:
@@ -47,21 +52,22 @@ def shave_border(images: jnp.ndarray, shave: int) -> jnp.ndarray:
   return images[..., shave:-shave, shave:-shave, :]
 
 
-def _prepare(a, b, shave: int, y_channel: bool):
+def _prepare(a, b, shave: int, y_channel: bool, gray=None):
   a, b = to_float(a), to_float(b)
   if a.shape != b.shape:
     raise ValueError(f'images must have the same shape, got {a.shape} and {b.shape}')
   if y_channel:
-    a, b = rgb_to_y(a), rgb_to_y(b)
+    a, b = rgb_to_y(a, gray), rgb_to_y(b, gray)
   else:
     a, b = a * 255.0, b * 255.0
   return shave_border(a, shave), shave_border(b, shave)
 
 
 def psnr(images: jnp.ndarray, references: jnp.ndarray, *, shave: int = 0,
-         y_channel: bool = False) -> jnp.ndarray:
-  """Peak signal-to-noise ratio in dB per image, data range 255 (images in [0, 1] or uint8)."""
-  a, b = _prepare(images, references, shave, y_channel)
+         y_channel: bool = False, gray: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Peak signal-to-noise ratio in dB per image, data range 255 (images in [0, 1] or uint8).
+  ``gray`` marks grayscale images for the Y channel (see ``rgb_to_y``)."""
+  a, b = _prepare(images, references, shave, y_channel, gray)
   mse = jnp.mean(jnp.square(a - b), axis=(-3, -2, -1))
   return 10.0 * jnp.log10(255.0**2 / mse)
 
@@ -94,9 +100,9 @@ def _filter_valid(x: jnp.ndarray, window_1d: np.ndarray) -> jnp.ndarray:
 
 
 def ssim(images: jnp.ndarray, references: jnp.ndarray, *, shave: int = 0,
-         y_channel: bool = False) -> jnp.ndarray:
+         y_channel: bool = False, gray: jnp.ndarray | None = None) -> jnp.ndarray:
   """Structural similarity per image (mean over the SSIM map and over channels)."""
-  a, b = _prepare(images, references, shave, y_channel)
+  a, b = _prepare(images, references, shave, y_channel, gray)
   if a.shape[-3] < 11 or a.shape[-2] < 11:
     raise ValueError(f'SSIM needs images of at least 11x11 after shaving, got {a.shape}')
   window = _gaussian_window()
@@ -115,11 +121,12 @@ def quantize(images: jnp.ndarray) -> jnp.ndarray:
   return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0) / 255.0
 
 
-def sr_metrics(outputs: jnp.ndarray, hr: jnp.ndarray, scale: int) -> dict[str, jax.Array]:
+def sr_metrics(outputs: jnp.ndarray, hr: jnp.ndarray, scale: int,
+               gray: jnp.ndarray | None = None) -> dict[str, jax.Array]:
   """The four protocol numbers per image: PSNR/SSIM on Y and on RGB, shave = scale."""
   return {
-      'psnr_y': psnr(outputs, hr, shave=scale, y_channel=True),
-      'ssim_y': ssim(outputs, hr, shave=scale, y_channel=True),
+      'psnr_y': psnr(outputs, hr, shave=scale, y_channel=True, gray=gray),
+      'ssim_y': ssim(outputs, hr, shave=scale, y_channel=True, gray=gray),
       'psnr_rgb': psnr(outputs, hr, shave=scale),
       'ssim_rgb': ssim(outputs, hr, shave=scale),
   }

@@ -81,6 +81,14 @@ def compile_eval_step(mesh: Mesh, **step_kwargs):
                  out_shardings=replicated(mesh))
 
 
+def compile_eval_sums(mesh: Mesh, model, **kwargs):
+  """``eval_sums`` for a fixed model, compiled over the mesh: (variables, batch) -> sums."""
+  def evaluate(variables, batch):
+    return train_lib.eval_sums(model, variables, batch, **kwargs)
+  return jax.jit(evaluate, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
 def pmap_train_step(axis_name: str = 'batch', **step_kwargs):
   """The flax imagenet pattern: state unmapped in and out, batch mapped over local devices
   (``batch['hr']`` shaped (devices, per_device_batch, H, W, 3)); metrics stay per device."""

@@ -150,22 +150,24 @@ def nearest_upscale(lr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
   return models.upsample_nearest(lr_images, scale)
 
 
-def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
+def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.ndarray], *,
               axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',)
               ) -> dict[str, jnp.ndarray]:
-  """Evaluates a batch: per-row sums of PSNR/SSIM (Y and RGB, shave = scale) and of the loss.
+  """Evaluates ``model`` with ``variables`` on a batch of uint8 HR images: per-row sums of
+  PSNR/SSIM (Y and RGB, shave = scale) and of the MSE.
 
   Rows are 'model' and each baseline ('bicubic', 'nearest'). ``batch['mask']`` (optional, bool
   (B,)) marks real images in a padded last batch; ``count`` is the number of real images, so
-  means are ``sums / count``. Outputs are quantized to 8 bits, as saved SR images are.
+  means are ``sums / count``. ``batch['gray']`` (optional, bool (B,)) marks grayscale HR
+  images, whose Y is their grey level. Outputs are quantized to 8 bits, as saved images are.
   """
-  model = _model_with_axis(state.model, axis_name)
+  model = _model_with_axis(model, axis_name)
   scale = model.scale
   hr = batch['hr']
   mask = batch.get('mask', jnp.ones(hr.shape[:1], bool)).astype(jnp.float32)
   lr_uint8 = degrade(hr, scale)
   target = metrics_lib.to_float(hr)
-  outputs = upscale(inference_variables(state), lr_uint8, model=model)
+  outputs = upscale(variables, lr_uint8, model=model)
   rows = {'model': metrics_lib.quantize(outputs)}
   if 'bicubic' in baselines:
     rows['bicubic'] = metrics_lib.to_float(resize_lib.imresize(lr_uint8, scale))
@@ -174,11 +176,19 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
   sums = {'count': jnp.sum(mask),
           'model/loss': jnp.sum(jnp.mean(jnp.square(outputs - target), axis=(1, 2, 3)) * mask)}
   for row, images in rows.items():
-    for name, values in metrics_lib.sr_metrics(images, target, scale).items():
+    for name, values in metrics_lib.sr_metrics(images, target, scale, batch.get('gray')).items():
       sums[f'{row}/{name}'] = jnp.sum(values * mask)
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
   return sums
+
+
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
+              axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',)
+              ) -> dict[str, jnp.ndarray]:
+  """``eval_sums`` of the state's model with its inference weights (the EMA when kept)."""
+  return eval_sums(state.model, inference_variables(state), batch, axis_name=axis_name,
+                   baselines=baselines)
 
 
 def summarize_eval(sums: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pathlib
 import signal
 import threading
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 
 from flax_sr import checkpointing
+from flax_sr import evaluate as evaluate_lib
 from flax_sr import resize as resize_lib
 from flax_sr import input_pipeline
 from flax_sr import metrics as metrics_lib
@@ -53,28 +55,6 @@ class StopRequest:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
-
-
-def evaluate(state, eval_step, eval_set: input_pipeline.EvalSet, mesh, batch_size: int
-             ) -> dict[str, dict[str, float]]:
-  """Mean metrics over every image of ``eval_set`` (a table: row -> metric -> value)."""
-  sums = None
-  process_slice = slice(None)
-  if eval_set.same_size:
-    batch_size = -(-batch_size // mesh.size) * mesh.size
-    process_slice = input_pipeline.local_batch_slice(batch_size, jax.process_index(),
-                                                     jax.process_count())
-    batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size)
-  else:
-    # Whole images of different sizes: one per batch, padded to the device count.
-    batches = (next(input_pipeline.eval_batches(image[None], 1, mesh.size))
-               for image in eval_set.images)
-    process_slice = input_pipeline.local_batch_slice(mesh.size, jax.process_index(),
-                                                     jax.process_count())
-  for batch in batches:
-    local = {k: v[process_slice] for k, v in batch.items()}
-    sums = train_lib.sum_eval(sums, eval_step(state, parallel.put_batch(local, mesh)))
-  return train_lib.summarize_eval(sums)
 
 
 def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int) -> np.ndarray:
@@ -117,6 +97,10 @@ def _flatten_table(prefix: str, table: dict[str, dict[str, float]]) -> dict[str,
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) a run in ``workdir``; returns a summary with the final evaluation."""
   config.validate()
+  # Saved paths must work from any directory (evaluate/predict rebuild the run from them).
+  for name in ('data_dir', 'eval_data_dir'):
+    if getattr(config, name):
+      setattr(config, name, os.path.abspath(os.path.expanduser(getattr(config, name))))
   parallel.initialize_distributed(config.distributed)
   is_main = jax.process_index() == 0
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
@@ -168,7 +152,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
             'epoch': step / steps_per_epoch}
 
   def run_eval() -> dict[str, dict[str, float]]:
-    table = evaluate(state, eval_step, eval_set, mesh, eval_batch_size)
+    table = evaluate_lib.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)
     reporter.scalars(step, _flatten_table('eval', table))
     if is_main and len(grid_hr):
       grid = comparison_picture(state, grid_hr, config.scale)
@@ -248,7 +232,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
              'workdir': str(workdir_path), 'train_seconds': train_seconds,
              'eval_dataset': eval_set.name, 'num_eval_images': len(eval_set)}
   if is_main:
-    print(format_table(table, config.scale, eval_set.name, len(eval_set)))
+    print(evaluate_lib.format_table(table, config.scale, eval_set.name, len(eval_set)))
     if stopped_by in ('SIGINT', 'SIGTERM'):
       print(f'Stopped by {stopped_by} at step {step}; checkpoint saved. Resume with the same '
             f'command (same --workdir {workdir_path}).')
@@ -257,19 +241,3 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     print(f'Checkpoints: {checkpointer.directory}\nLogs: {workdir_path / "logs"} (TensorBoard), '
           f'{workdir_path / reporting.METRICS_FILE}\nPictures: {pictures_dir}')
   return summary
-
-
-def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
-                 num_images: int) -> str:
-  """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic."""
-  lines = [f'Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}):',
-           f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}']
-  for row in ('model', 'bicubic', 'nearest'):
-    if row in table:
-      v = table[row]
-      lines.append(f'{row:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
-                   f'{v["ssim_rgb"]:9.4f}')
-  if 'bicubic' in table:
-    lines.append(f'model gain over bicubic: {table["model"]["psnr_y"] - table["bicubic"]["psnr_y"]:+.3f}'
-                 f' dB PSNR-Y, {table["model"]["ssim_y"] - table["bicubic"]["ssim_y"]:+.4f} SSIM-Y')
-  return '\n'.join(lines)

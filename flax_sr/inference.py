@@ -1,0 +1,156 @@
+"""Using trained models: load a run (or shipped pretrained weights) and upscale images of any
+size, in overlapping tiles when they are large, spread over the available devices."""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from flax_sr import checkpointing
+from flax_sr import parallel
+from flax_sr import train as train_lib
+from flax_sr.config import Config, UserError
+
+PRETRAINED_DIR = pathlib.Path(__file__).parent / 'pretrained'
+
+
+class LoadedModel(NamedTuple):
+  config: Config
+  model: Any
+  variables: dict[str, Any]
+  step: int | None
+  source: str
+
+
+def load_run(workdir: str | pathlib.Path, step: str | int = 'best') -> LoadedModel:
+  """The model of a training run, rebuilt from its saved configuration, with the weights of
+  ``step`` ('best' by validation PSNR, 'latest', or a step number); the EMA when kept."""
+  workdir = pathlib.Path(workdir).expanduser().absolute()
+  config = checkpointing.load_config(workdir)
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  steps = checkpointer.all_steps()
+  if not steps:
+    raise checkpointing.CheckpointError(f'no complete checkpoint in {checkpointer.directory}')
+  if step == 'best':
+    chosen = checkpointer.best_step()
+  elif step == 'latest':
+    chosen = checkpointer.latest_step()
+  else:
+    chosen = int(step)
+    if chosen not in steps:
+      raise checkpointing.CheckpointError(
+          f'no checkpoint at step {chosen} in {checkpointer.directory}; steps: '
+          f'{", ".join(map(str, steps))}')
+  state, _ = checkpointer.restore(chosen, train_lib.state_from_config(config, total_steps=1))
+  checkpointer.close()
+  return LoadedModel(config, state.model, train_lib.inference_variables(state), chosen,
+                     f'{workdir} step {chosen}')
+
+
+def checkpoint_path_to_run(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
+  """``WORKDIR/checkpoints/STEP`` -> (WORKDIR, STEP)."""
+  path = pathlib.Path(path).expanduser().absolute()
+  if not (path.parent.name == 'checkpoints' and path.name.isdigit()):
+    raise UserError(f'{path} is not a checkpoint folder (expected WORKDIR/checkpoints/STEP)')
+  return path.parent.parent, int(path.name)
+
+
+def pretrained_names() -> list[str]:
+  return sorted(p.stem for p in PRETRAINED_DIR.glob('*.json'))
+
+
+def load_pretrained(name: str) -> LoadedModel:
+  """Weights shipped with the package (e.g. 'x3'), trained on T91 (see experiments/)."""
+  meta_path, weights_path = PRETRAINED_DIR / f'{name}.json', PRETRAINED_DIR / f'{name}.msgpack'
+  if not meta_path.is_file() or not weights_path.is_file():
+    raise UserError(f'no pretrained model {name!r}; available: '
+                    f'{", ".join(pretrained_names()) or "none"}')
+  config = Config.from_dict(json.loads(meta_path.read_text())['config'])
+  model = train_lib.model_from_config(config)
+  template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  variables = serialization.from_bytes(template, weights_path.read_bytes())
+  return LoadedModel(config, model, variables, None, f'pretrained {name}')
+
+
+def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
+                    directory: pathlib.Path = PRETRAINED_DIR) -> pathlib.Path:
+  directory.mkdir(parents=True, exist_ok=True)
+  variables = jax.tree.map(np.asarray, jax.device_get(loaded.variables))
+  (directory / f'{name}.msgpack').write_bytes(serialization.to_bytes(variables))
+  meta = {'config': json.loads(loaded.config.to_json()), 'source': loaded.source, **(extra or {})}
+  (directory / f'{name}.json').write_text(json.dumps(meta, indent=2, sort_keys=True))
+  return directory / f'{name}.msgpack'
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  """Start offsets of tiles of size ``tile`` covering ``length`` with ``overlap`` on each side;
+  every tile lies inside the image (the last one is shifted back), so no artificial padding
+  changes what the network sees."""
+  if length <= tile:
+    return [0]
+  stride = tile - 2 * overlap
+  if stride < 1:
+    raise UserError(f'--tile {tile} must be larger than twice --tile_overlap {overlap}')
+  starts = list(range(0, length - tile, stride))
+  return starts + [length - tile]
+
+
+class Upscaler:
+  """Upscales whole images with a loaded model, in tiles when they exceed ``tile`` LR pixels,
+  with the tiles of an image batched and split over the devices of ``mesh``."""
+
+  def __init__(self, loaded: LoadedModel, *, tile: int = 256, tile_overlap: int = 16,
+               batch_size: int = 8, mesh=None):
+    self.loaded = loaded
+    self.scale = loaded.model.scale
+    self.tile = tile
+    self.overlap = tile_overlap
+    self.mesh = mesh or parallel.make_mesh()
+    self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
+    self.variables = parallel.put_replicated(loaded.variables, self.mesh)
+    upscale = functools.partial(train_lib.upscale, model=loaded.model)
+    self._upscale = jax.jit(upscale, in_shardings=(parallel.replicated(self.mesh),
+                                                   parallel.batch_sharding(self.mesh)))
+
+  def _run(self, lr_batch: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) -> (n, h*s, w*s, 3) float32, padded to the device batch and back."""
+    n = len(lr_batch)
+    outputs = []
+    for start in range(0, n, self.batch_size):
+      chunk = lr_batch[start:start + self.batch_size]
+      real = len(chunk)
+      pad = -real % self.mesh.size
+      if pad:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+      out = self._upscale(self.variables, jax.device_put(chunk, parallel.batch_sharding(self.mesh)))
+      outputs.append(np.asarray(out)[:real])
+    return np.concatenate(outputs)
+
+  def __call__(self, lr_image: np.ndarray) -> np.ndarray:
+    """One LR image (H, W, 3) uint8 or float -> (H*s, W*s, 3) float32 in [0, 1]."""
+    h, w = lr_image.shape[:2]
+    if h <= self.tile and w <= self.tile:
+      return self._run(lr_image[None])[0]
+    s, o = self.scale, self.overlap
+    th, tw = min(self.tile, h), min(self.tile, w)
+    boxes = [(y, x) for y in tile_starts(h, th, o) for x in tile_starts(w, tw, o)]
+    tiles = np.stack([lr_image[y:y + th, x:x + tw] for y, x in boxes])
+    outputs = self._run(tiles)
+    result = np.zeros((h * s, w * s, 3), np.float32)
+    for (y, x), out in zip(boxes, outputs):
+      # Keep the tile's centre; its margins (``overlap`` LR pixels) are left to the neighbours,
+      # except at the image border where no neighbour exists.
+      y0 = 0 if y == 0 else y + o
+      x0 = 0 if x == 0 else x + o
+      y1 = h if y + th == h else y + th - o
+      x1 = w if x + tw == w else x + tw - o
+      result[y0 * s:y1 * s, x0 * s:x1 * s] = out[(y0 - y) * s:(y1 - y) * s,
+                                                 (x0 - x) * s:(x1 - x) * s]
+    return result
