@@ -112,6 +112,16 @@ class Checkpointer:
     self.manager.close()
 
 
+def latest_complete_step(workdir: str | os.PathLike) -> int | None:
+  """The latest complete checkpoint's step in ``workdir``, or None (no run there yet)."""
+  if not checkpoint_dir(workdir).is_dir():
+    return None
+  checkpointer = Checkpointer(workdir, read_only=True)
+  step = checkpointer.latest_step()
+  checkpointer.close()
+  return step
+
+
 def save_config(workdir: str | os.PathLike, config: Config):
   path = pathlib.Path(workdir) / 'config.json'
   tmp = path.with_suffix('.json.tmp')

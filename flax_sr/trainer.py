@@ -109,8 +109,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   parallel.check_batch_size(config.batch_size, mesh)
   eval_batch_size = config.eval_batch_size or config.batch_size
 
-  checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
-  resume_step = checkpointer.latest_step()
+  resume_step = checkpointing.latest_complete_step(workdir_path)
   if resume_step is not None:
     if not config.resume:
       raise UserError(f'{workdir_path} already holds a run (checkpoint at step {resume_step}); '
@@ -127,6 +126,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'{train_source.name} has {train_source.examples_per_epoch} examples per '
                     f'epoch, fewer than --batch_size {config.batch_size}')
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+  # Opened after the data is loaded: nothing else touches the filesystem while Orbax sets up.
+  checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
 
   state = parallel.put_replicated(train_lib.state_from_config(config, total_steps), mesh)
   position, train_seconds = (0, 0), 0.0
@@ -189,10 +190,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         pending = (step, step_metrics)
         train_seconds += time.perf_counter() - step_start
 
+        # Sample the stop flag once: a signal landing later in this iteration takes effect
+        # at the next step, so every stop goes through the final save below.
+        signal_name = stop.signal_name
         epoch_end = step % steps_per_epoch == 0
         eval_due = (step % config.eval_every == 0) if config.eval_every else epoch_end
         out_of_time = budget is not None and train_seconds >= budget
-        last = step == total_steps or out_of_time or stop.signal_name is not None
+        last = step == total_steps or out_of_time or signal_name is not None
         save_due = eval_due or last or epoch_end or step % config.checkpoint_every == 0
         if step % config.log_every == 0 or save_due:
           loss = float(step_metrics['loss'])
@@ -212,8 +216,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
               eval_due or last) else None)
         if out_of_time:
           stopped_by = f'the --train_minutes budget ({config.train_minutes} min)'
-        elif stop.signal_name is not None:
-          stopped_by = stop.signal_name
+        elif signal_name is not None:
+          stopped_by = signal_name
         if stopped_by:
           break
   finally:

@@ -60,3 +60,22 @@ def run_module(module: str, *args: str, timeout: float = 300, env: dict | None =
 
 # Options that make a training run take seconds on a CPU: a 8-channel model, small batches.
 TINY = ('--features', '8', '--batch_size', '8', '--log_every', '1', '--num_grid_images', '2')
+
+
+def tiny_config(**overrides):
+  """A Config that trains in seconds on a CPU (8 channels, batch 8, 32 -> 96)."""
+  from flax_sr.config import Config
+  values = dict(features=8, batch_size=8, log_every=1, num_grid_images=2, eval_examples=16,
+                input_size=32)
+  values.update(overrides)
+  return Config(**values)
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+  """A tiny run trained for a few steps on the embedded sample (a workdir with checkpoints)."""
+  from flax_sr import trainer
+  workdir = tmp_path_factory.mktemp('trained_run')
+  config = tiny_config(dataset='sample', num_train_steps=4, eval_every=2)
+  trainer.train_and_evaluate(config, str(workdir))
+  return workdir
