@@ -1,0 +1,107 @@
+"""Data parallelism on 4 fake CPU devices (XLA_FLAGS must be set before jax is imported, so
+each check runs in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO, TINY, run_module
+
+FOUR_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+
+
+def run_python(code: str, env_extra: dict, timeout: float = 300) -> str:
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL='2', **env_extra)
+  result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+  assert result.returncode == 0, result.stderr
+  return result.stdout
+
+
+EQUIVALENCE = '''
+import json, jax, numpy as np, optax
+from flax_sr import models, parallel, train
+assert jax.device_count() == 4
+model = models.ReferenceSR(scale=3, features=8)
+state0 = train.create_train_state(jax.random.key(0), model, optax.adam(1e-3), lr_shape=(1, 8, 8, 3))
+state0 = jax.device_get(state0)  # host copies: the compiled step donates its device buffers
+rng = np.random.default_rng(0)
+batches = [rng.integers(0, 256, (8, 24, 24, 3), dtype=np.uint8) for _ in range(3)]
+results = {}
+for n in (1, 4):
+  mesh = parallel.make_mesh(n)
+  step = parallel.compile_train_step(mesh)
+  state = parallel.put_replicated(state0, mesh)
+  losses = []
+  for i, hr in enumerate(batches):
+    state, metrics = step(state, parallel.put_batch({'hr': hr}, mesh))
+    losses.append(float(metrics['loss']))
+    if i == 0:
+      first_stats = jax.device_get(state.batch_stats)
+  results[n] = (jax.device_get(state.params), jax.device_get(state.batch_stats), losses, first_stats)
+# The pmap path (state unmapped, batch mapped) gives the same first step too.
+p_step = parallel.pmap_train_step()
+p_state, p_metrics = p_step(state0, parallel.split_for_pmap({'hr': batches[0]}, 4))
+def max_rel(a, b):
+  # Relative error of each parameter array (norm of the difference over norm of the array):
+  # elementwise ratios blow up on weights that happen to be near zero.
+  return max(float(np.linalg.norm(x - y) / np.linalg.norm(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+one, four = results[1], results[4]
+print(json.dumps({
+  'params': max_rel(four[0], one[0]), 'batch_stats': max_rel(four[1], one[1]),
+  'loss': max(abs(a - b) / abs(b) for a, b in zip(four[2], one[2])),
+  'first_step_stats': max_rel(four[3], one[3]),
+  'pmap_first_step_stats': max_rel(jax.device_get(p_state.batch_stats), one[3]),
+  'pmap_loss': float(abs(np.asarray(p_metrics['loss'])[0] - one[2][0]) / one[2][0]),
+}))
+'''
+
+
+def test_four_devices_match_one_device():
+  diffs = json.loads(run_python(EQUIVALENCE, FOUR_DEVICES).strip().splitlines()[-1])
+  assert diffs['loss'] < 1e-5, diffs
+  assert diffs['params'] < 1e-5 and diffs['batch_stats'] < 1e-5, diffs
+  # BatchNorm running statistics after one 4-device step equal the 1-device step's.
+  assert diffs['first_step_stats'] < 1e-5 and diffs['pmap_first_step_stats'] < 1e-5, diffs
+  assert diffs['pmap_loss'] < 1e-5, diffs
+
+
+@pytest.mark.slow
+def test_main_on_four_devices_then_evaluate_on_one(tmp_path):
+  workdir = tmp_path / 'run'
+  result = run_module('flax_sr.main', '--dataset', 'sample', '--workdir', str(workdir), *TINY,
+                      '--num_train_steps', '3', '--eval_every', '3', '--eval_examples', '10',
+                      env=FOUR_DEVICES)
+  assert result.returncode == 0, result.stderr
+  assert (workdir / 'checkpoints' / '3').is_dir()
+  # Restore the 4-device checkpoint on one device and evaluate it.
+  evaluated = run_module('flax_sr.evaluate', '--workdir', str(workdir), '--eval_examples', '10',
+                         '--output_json', str(tmp_path / 'r.json'))
+  assert evaluated.returncode == 0, evaluated.stderr
+  one_device = json.loads((tmp_path / 'r.json').read_text())
+  # ... and on 4 devices: the same numbers (a padded last batch is masked out).
+  evaluated4 = run_module('flax_sr.evaluate', '--workdir', str(workdir), '--eval_examples', '10',
+                          '--batch_size', '4', '--output_json', str(tmp_path / 'r4.json'),
+                          env=FOUR_DEVICES)
+  assert evaluated4.returncode == 0, evaluated4.stderr
+  four_devices = json.loads((tmp_path / 'r4.json').read_text())
+  for row in ('model', 'bicubic', 'nearest'):
+    for key, value in one_device[row].items():
+      assert abs(four_devices[row][key] - value) < 1e-4, (row, key)
+  # A 1-device run resumes the 4-device checkpoint.
+  resumed = run_module('flax_sr.main', '--dataset', 'sample', '--workdir', str(workdir), *TINY,
+                       '--num_train_steps', '5', '--eval_every', '5', '--eval_examples', '10')
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resumed from step 3' in resumed.stderr
+
+
+def test_batch_not_divisible_by_devices_is_a_one_line_error(tmp_path):
+  result = run_module('flax_sr.main', '--dataset', 'sample', '--workdir', str(tmp_path),
+                      '--batch_size', '6', env=FOUR_DEVICES)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert 'error: --batch_size 6 is not divisible by the 4 devices' in result.stderr
