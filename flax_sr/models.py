@@ -64,6 +64,11 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h * factor, w * factor, out_c)
 
 
+def _last_layer_init(global_residual: bool):
+  # With global residual learning a zero last layer starts the model at exactly bicubic.
+  return nn.initializers.zeros if global_residual else nn.initializers.lecun_normal()
+
+
 def _add_global_residual(x_lr: jnp.ndarray, y: jnp.ndarray, scale: int) -> jnp.ndarray:
   base = resize_lib.imresize(x_lr.astype(jnp.float32), scale)
   return y.astype(jnp.float32) + base
@@ -102,29 +107,41 @@ class ReferenceSR(nn.Module):
                        f'whose product is the scale {self.scale}')
     return factors
 
-  def _conv(self, features: int, use_bias: bool, name: str):
+  def _conv(self, features: int, use_bias: bool, name: str, upsample_input: int = 1,
+            zero_init: bool = False):
+    kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
     if self.conv_impl == 'matmul':
       from flax_sr import fast_conv  # imported lazily: only the opt-in path needs it
       return fast_conv.MatmulConv(features, (3, 3), use_bias=use_bias, dtype=self.dtype,
+                                  upsample_input=upsample_input, kernel_init=kernel_init,
                                   name=name)
     if self.conv_impl != 'xla':
       raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {self.conv_impl!r}")
     return nn.Conv(features, (3, 3), padding='SAME', use_bias=use_bias, dtype=self.dtype,
-                   name=name)
+                   kernel_init=kernel_init, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x_lr = x
     y = x.astype(self.dtype)
+    # With matmul convolutions a block's upsample is folded into the next convolution, which
+    # then runs at the lower resolution (see fast_conv); the result is the same.
+    fuse = self.conv_impl == 'matmul'
+    pending = 1
     for i, factor in enumerate(self.factors()):
       # No bias: BatchNorm's shift makes a conv bias redundant.
-      y = self._conv(self.features, use_bias=False, name=f'block{i}_conv')(y)
+      y = self._conv(self.features, use_bias=False, name=f'block{i}_conv',
+                     upsample_input=pending)(y)
       y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                        epsilon=self.bn_epsilon, axis_name=self.axis_name,
                        dtype=self.dtype, name=f'block{i}_bn')(y)
       y = nn.relu(y)
-      y = upsample_nearest(y, factor)
-    y = self._conv(3, use_bias=True, name='head_conv')(y)
+      if fuse:
+        pending = factor
+      else:
+        y = upsample_nearest(y, factor)
+    y = self._conv(3, use_bias=True, name='head_conv', upsample_input=pending,
+                   zero_init=self.global_residual)(y)
     if self.global_residual:
       return _add_global_residual(x_lr, y, self.scale)
     return y.astype(jnp.float32)
@@ -143,7 +160,8 @@ class ESPCN(nn.Module):
     y = x.astype(self.dtype)
     y = jnp.tanh(nn.Conv(self.features, (5, 5), dtype=self.dtype, name='conv1')(y))
     y = jnp.tanh(nn.Conv(self.features // 2, (3, 3), dtype=self.dtype, name='conv2')(y))
-    y = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, name='conv3')(y)
+    y = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, name='conv3',
+                kernel_init=_last_layer_init(self.global_residual))(y)
     y = pixel_shuffle(y, self.scale)
     if self.global_residual:
       return _add_global_residual(x, y, self.scale)
@@ -186,7 +204,8 @@ class EDSR(nn.Module):
     for i, factor in enumerate(s for s in steps if s > 1):
       y = nn.Conv(self.features * factor**2, (3, 3), dtype=self.dtype, name=f'up{i}')(y)
       y = pixel_shuffle(y, factor)
-    y = nn.Conv(3, (3, 3), dtype=self.dtype, name='tail')(y) + 0.5
+    y = nn.Conv(3, (3, 3), dtype=self.dtype, name='tail',
+                kernel_init=_last_layer_init(self.global_residual))(y) + 0.5
     if self.global_residual:
       return _add_global_residual(x, y - 0.5, self.scale)
     return y.astype(jnp.float32)

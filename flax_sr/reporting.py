@@ -4,6 +4,7 @@ scalar, and a progress bar. Only process 0 writes; the others get a silent repor
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sys
 import time
@@ -21,35 +22,42 @@ class Reporter:
     self.workdir = pathlib.Path(workdir)
     self._writer = None
     self._jsonl = None
+    self.logdir = self.workdir / 'logs'
     if enabled:
-      import tensorflow as tf
-      self._tf = tf
-      self.logdir = self.workdir / 'logs'
-      self._writer = tf.summary.create_file_writer(str(self.logdir))
       self._jsonl = open(self.workdir / METRICS_FILE, 'a', buffering=1)
+      try:
+        import tensorflow as tf
+      except ImportError:  # e.g. an accelerator image without TF: JSON lines only
+        logging.warning('tensorflow is not installed: no TensorBoard events, only %s',
+                        self.workdir / METRICS_FILE)
+      else:
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(str(self.logdir))
 
   def scalars(self, step: int, values: Mapping[str, float]):
     if not self.enabled:
       return
     values = {k: float(v) for k, v in values.items()}
-    with self._writer.as_default(step=int(step)):
-      for name, value in values.items():
-        self._tf.summary.scalar(name, value)
+    if self._writer is not None:
+      with self._writer.as_default(step=int(step)):
+        for name, value in values.items():
+          self._tf.summary.scalar(name, value)
     self._jsonl.write(json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
 
   def images(self, step: int, images: Mapping[str, np.ndarray]):
-    if self.enabled:
+    if self._writer is not None:
       with self._writer.as_default(step=int(step)):
         for name, image in images.items():
           self._tf.summary.image(name, np.asarray(image)[None])
 
   def flush(self):
-    if self.enabled:
+    if self._writer is not None:
       self._writer.flush()
 
   def close(self):
-    if self.enabled:
+    if self._writer is not None:
       self._writer.close()
+    if self._jsonl is not None:
       self._jsonl.close()
 
 

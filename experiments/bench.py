@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Benchmark: training throughput of every model, input pipeline, evaluation and predict speed.
+
+    python experiments/bench.py                         # the full table on this machine
+    python experiments/bench.py --quick                 # tiny sizes, a few steps (CI)
+    python experiments/bench.py --vs-torch --torch_python /path/to/venv/bin/python
+    python experiments/bench.py --dtype float32 bfloat16 --batch 64 256 --output_json out.json
+
+Training rows: images/s is the batch over the median step time of at least ``--steps`` steps
+after warm-up (compile time reported separately); GFLOP/s counts the compiled step's FLOPs (XLA
+cost analysis: forward, backward and Adam) and is also given as a fraction of this machine's
+float32 matmul rate. With ``--vs-torch`` the PyTorch peer (../shared/peers/torch_seed_bench.py)
+runs the same reference-model configuration in the same run, alternating with ours, and the
+ratio is ours / torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from flax_sr import inference, input_pipeline, models, parallel  # noqa: E402
+from flax_sr import train as train_lib  # noqa: E402
+
+TORCH_PEER = pathlib.Path(__file__).resolve().parent.parent.parent / 'shared' / 'peers' / 'torch_seed_bench.py'
+
+
+def device_name() -> str:
+  device = jax.devices()[0]
+  if device.platform == 'cpu':
+    return f'CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})'
+  return f'{device.device_kind} x{jax.device_count()}'
+
+
+def peak_memory_mb() -> float:
+  device = jax.devices()[0]
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if stats and 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use'] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS, KiB -> MiB
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+  a = jnp.ones((size, size), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def time_steps(run, steps: int, warmup: int) -> tuple[float, float]:
+  """(compile+first-step seconds, median step seconds)."""
+  start = time.perf_counter()
+  run()
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return compile_s, statistics.median(times)
+
+
+def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, steps: int,
+                warmup: int, features: int, extra: dict) -> dict:
+  scale = 96 // input_size
+  kwargs = dict(extra)
+  if name == 'reference':
+    kwargs['upsample_factors'] = factors
+  model = models.create_model(name, scale=scale, features=features,
+                              dtype=jnp.bfloat16 if dtype == 'bfloat16' else jnp.float32, **kwargs)
+  state = train_lib.create_train_state(jax.random.key(0), model, optax.adam(1e-4),
+                                       lr_shape=(1, input_size, input_size, 3))
+  mesh = parallel.make_mesh()
+  state = parallel.put_replicated(state, mesh)
+  hr = np.random.default_rng(0).integers(0, 256, (batch, 96, 96, 3), np.uint8)
+  batch_arrays = parallel.put_batch({'hr': hr}, mesh)
+  step = parallel.compile_train_step(mesh)
+  flops = None
+  try:
+    cost = step.lower(state, batch_arrays).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get('flops', 0.0)) or None
+  except Exception:  # cost analysis is best effort on some backends
+    pass
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = step(holder['state'], batch_arrays)
+    metrics['loss'].block_until_ready()
+
+  compile_s, median_s = time_steps(run, steps, warmup)
+  return {
+      'model': name, 'input_size': input_size,
+      'factors': list(models.default_upsample_factors(scale) if factors is None else factors)
+      if name == 'reference' else None,
+      'batch': batch, 'dtype': dtype, 'features': features,
+      'images_per_s': batch / median_s, 'median_step_ms': median_s * 1e3,
+      'compile_s': compile_s,
+      'gflops': flops * (1 / median_s) / 1e9 if flops else None,
+      'torch_images_per_s': None, 'ratio_vs_torch': None,
+  }
+
+
+def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
+              warmup: int) -> float | None:
+  spec = f'{input_size}:{",".join(map(str, factors))}'
+  command = [torch_python, str(TORCH_PEER), '--sizes', str(input_size), '--batch', str(batch),
+             '--steps', str(steps), '--warmup', str(warmup), '--factors', spec]
+  result = subprocess.run(command, capture_output=True, text=True)
+  match = re.search(r'([\d.]+) images/s', result.stdout)
+  if not match:
+    print(f'torch peer failed: {result.stderr[-500:]}', file=sys.stderr)
+    return None
+  return float(match.group(1))
+
+
+def bench_pipeline(quick: bool, data_dir: str | None) -> list[dict]:
+  rows = []
+  sources = []
+  if data_dir:
+    start = time.perf_counter()
+    source = input_pipeline.load_stl10(data_dir, 'unlabelled', download=False)
+    cold = len(source) / (time.perf_counter() - start)
+    sources.append(('stl10', source, cold))
+  start = time.perf_counter()
+  sample = input_pipeline.load_sample('train')
+  sources.append(('sample', sample, len(sample) / (time.perf_counter() - start)))
+  for name, source, cold in sources:
+    stream = input_pipeline.TrainStream(source, 64, seed=0, prefetch=4)
+    batches = 20 if quick else 300
+    next(stream)
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(stream)
+    warm = batches * 64 / (time.perf_counter() - start)
+    stream.close()
+    rows.append({'source': name, 'cold_images_per_s': cold, 'warm_images_per_s': warm})
+  return rows
+
+
+def bench_inference(quick: bool) -> list[dict]:
+  """Evaluation and predict throughput (output megapixels/s) of the reference x3 model."""
+  from flax_sr.config import Config
+  config = Config(features=8 if quick else None)
+  state = train_lib.state_from_config(config, total_steps=1)
+  loaded = inference.LoadedModel(config, state.model, train_lib.inference_variables(state), 0,
+                                 'random init')
+  mesh = parallel.make_mesh()
+  rows = []
+  images = np.random.default_rng(0).integers(0, 256, (64, 96, 96, 3), np.uint8)
+  eval_set = input_pipeline.EvalSet(images, [str(i) for i in range(64)], 'random 96x96')
+  eval_fn = parallel.compile_eval_sums(mesh, loaded.model)
+  variables = parallel.put_replicated(loaded.variables, mesh)
+  from flax_sr import evaluate as evaluate_lib
+  compile_s, median_s = time_steps(
+      lambda: evaluate_lib.evaluate_images(eval_fn, variables, eval_set, mesh, 32), 3, 1)
+  rows.append({'task': 'evaluate (model+bicubic, PSNR/SSIM)', 'megapixels_per_s':
+               64 * 96 * 96 / median_s / 1e6})
+  upscaler = inference.Upscaler(loaded, tile=128, tile_overlap=8, mesh=mesh)
+  lr = np.random.default_rng(1).integers(0, 256, (160 if quick else 320, 240 if quick else 480, 3),
+                                         np.uint8)
+  compile_s, median_s = time_steps(lambda: upscaler(lr), 3, 1)
+  rows.append({'task': f'predict {lr.shape[1]}x{lr.shape[0]} -> x3 (tiled)',
+               'megapixels_per_s': lr.shape[0] * lr.shape[1] * 9 / median_s / 1e6})
+  return rows
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='tiny sizes and few steps (CI)')
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--warmup', type=int, default=3)
+  parser.add_argument('--batch', type=int, nargs='+', default=[64])
+  parser.add_argument('--dtype', nargs='+', default=['float32'], choices=['float32', 'bfloat16'])
+  parser.add_argument('--models', nargs='+', default=['reference', 'espcn', 'edsr'])
+  parser.add_argument('--conv_impl', nargs='+', default=['xla'], choices=['xla', 'matmul'],
+                      help='reference-model convolution implementations to compare')
+  parser.add_argument('--data_dir', help='a prepared tfds data dir for the STL-10 pipeline row')
+  parser.add_argument('--vs-torch', dest='vs_torch', action='store_true',
+                      help='run the PyTorch peer alternately on the reference rows')
+  parser.add_argument('--torch_python', default=sys.executable,
+                      help='an interpreter that has torch (default: this one)')
+  parser.add_argument('--skip', nargs='*', default=[], choices=['pipeline', 'inference'])
+  parser.add_argument('--output_json', help='write the training rows as JSON')
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.steps, args.warmup = 2, 1
+    args.batch = [4]
+  features = 8 if args.quick else 64
+
+  print(f'device: {device_name()}; jax {jax.__version__}; devices {jax.device_count()}')
+  matmul = matmul_gflops(512 if args.quick else 2048)
+  print(f'float32 matmul: {matmul:.1f} GFLOP/s')
+  configs = []
+  for name in args.models:
+    if name == 'reference':
+      for size in (16, 32):
+        scale = 96 // size
+        late = models.default_upsample_factors(scale)
+        early = tuple(reversed(late))
+        for factors in (late, early):
+          for impl in args.conv_impl:
+            configs.append((name, size, factors, {'conv_impl': impl}))
+    elif name == 'edsr':
+      configs.append((name, 32, None, {'num_res_blocks': 2 if args.quick else 8}))
+    else:
+      configs.append((name, 32, None, {}))
+
+  rows = []
+  header = (f'{"model":<10} {"in":>3} {"factors":<12} {"impl":<6} {"batch":>5} {"dtype":<8} '
+            f'{"img/s":>9} {"step ms":>8} {"compile s":>9} {"GFLOP/s":>8} {"of mm":>6} '
+            f'{"torch":>8} {"ratio":>6}')
+  print(header)
+  for batch in args.batch:
+    for dtype in args.dtype:
+      for name, size, factors, extra in configs:
+        row = bench_train(name, size, factors, batch, dtype, args.steps, args.warmup, features,
+                          extra)
+        row['conv_impl'] = extra.get('conv_impl')
+        if args.vs_torch and name == 'reference' and dtype == 'float32' and not args.quick:
+          torch_rates = [run_torch(args.torch_python, size, row['factors'], batch, args.steps,
+                                   args.warmup)]
+          # Alternate: ours again after torch, so drift on a shared machine hits both.
+          again = bench_train(name, size, factors, batch, dtype, args.steps, args.warmup,
+                              features, extra)
+          row['images_per_s'] = statistics.mean([row['images_per_s'], again['images_per_s']])
+          torch_rates.append(run_torch(args.torch_python, size, row['factors'], batch,
+                                       args.steps, args.warmup))
+          torch_rates = [r for r in torch_rates if r]
+          if torch_rates:
+            row['torch_images_per_s'] = statistics.mean(torch_rates)
+            row['ratio_vs_torch'] = row['images_per_s'] / row['torch_images_per_s']
+        rows.append(row)
+        gflops = row['gflops']
+        print(f'{name:<10} {size:>3} {str(row["factors"] or "-"):<12} '
+              f'{row["conv_impl"] or "-":<6} {batch:>5} {dtype:<8} {row["images_per_s"]:9.1f} '
+              f'{row["median_step_ms"]:8.1f} {row["compile_s"]:9.1f} '
+              f'{gflops if gflops else float("nan"):8.1f} '
+              f'{(gflops / matmul) if gflops else float("nan"):6.2f} '
+              f'{row["torch_images_per_s"] or float("nan"):8.1f} '
+              f'{row["ratio_vs_torch"] or float("nan"):6.2f}', flush=True)
+  extra_rows = {}
+  if 'pipeline' not in args.skip:
+    extra_rows['pipeline'] = bench_pipeline(args.quick, args.data_dir)
+    for r in extra_rows['pipeline']:
+      print(f'input pipeline {r["source"]:<8} cold {r["cold_images_per_s"]:10.0f} images/s   '
+            f'warm {r["warm_images_per_s"]:10.0f} images/s')
+  if 'inference' not in args.skip:
+    extra_rows['inference'] = bench_inference(args.quick)
+    for r in extra_rows['inference']:
+      print(f'{r["task"]:<42} {r["megapixels_per_s"]:8.2f} megapixels/s')
+  print(f'peak memory: {peak_memory_mb():.0f} MiB')
+  if args.output_json:
+    path = pathlib.Path(args.output_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2))
+    path.with_name(path.stem + '_extra.json').write_text(json.dumps(
+        {'device': device_name(), 'matmul_gflops': matmul, 'peak_memory_mb': peak_memory_mb(),
+         **extra_rows}, indent=2))
+    print(f'wrote {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
