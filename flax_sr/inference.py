@@ -75,14 +75,16 @@ def load_pretrained(name: str) -> LoadedModel:
   config = Config.from_dict(json.loads(meta_path.read_text())['config'])
   model = train_lib.model_from_config(config)
   template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
-  variables = serialization.from_bytes(template, weights_path.read_bytes())
+  stored = serialization.from_bytes(template, weights_path.read_bytes())
+  # Weights ship as float16 (half the bytes); compute in float32.
+  variables = jax.tree.map(lambda a: np.asarray(a, np.float32), stored)
   return LoadedModel(config, model, variables, None, f'pretrained {name}')
 
 
 def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
                     directory: pathlib.Path = PRETRAINED_DIR) -> pathlib.Path:
   directory.mkdir(parents=True, exist_ok=True)
-  variables = jax.tree.map(np.asarray, jax.device_get(loaded.variables))
+  variables = jax.tree.map(lambda a: np.asarray(a, np.float16), jax.device_get(loaded.variables))
   (directory / f'{name}.msgpack').write_bytes(serialization.to_bytes(variables))
   meta = {'config': json.loads(loaded.config.to_json()), 'source': loaded.source, **(extra or {})}
   (directory / f'{name}.json').write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU checks, run through the device tool on a lent H100/H200 (no package registry there:
+# the image's jax/flax/optax/orbax/scikit-image are used, with this checkout on PYTHONPATH).
+#   bash experiments/device_check.sh bench   # benchmark table, float32 and bfloat16
+#   bash experiments/device_check.sh train   # T91 x2/x3/x4 pretrained models + a bf16 run
+# T91 and Set5 must be copied to .devdata/ (git-ignored) and carried.
+set -uo pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi -L
+python3 -c "import jax, flax, optax, orbax.checkpoint; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+case "$1" in
+bench)
+  python3 experiments/bench.py --dtype float32 bfloat16 --batch 64 2048 --steps 10 --warmup 2 \
+    --output_json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log"
+  ;;
+train)
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=0.15
+  T91="--dataset folder --data_dir .devdata/T91 --eval_data_dir .devdata/Set5 --model edsr
+       --features 48 --num_res_blocks 8 --global_residual --loss l1 --learning_rate 1e-3
+       --lr_schedule cosine --warmup_steps 200 --augment --batch_size 16 --patches_per_image 64
+       --num_train_steps ${STEPS:-20000} --eval_every 2000 --ema_decay 0.999 --log_every 500
+       --train_minutes ${MINUTES:-4}"
+  for s in 2 3 4; do
+    python3 -m flax_sr.main $T91 --input_size $((96 / s)) --workdir /tmp/t91_x$s > "$OUT/t91_x$s.log" 2>&1 &
+  done
+  MP="--dataset sample --input_size 32 --global_residual --loss l1 --learning_rate 1e-3
+      --batch_size 64 --num_train_steps 600 --eval_every 300 --log_every 100"
+  python3 -m flax_sr.main $MP --dtype bfloat16 --workdir /tmp/bf16 > "$OUT/mp_bf16.log" 2>&1 &
+  python3 -m flax_sr.main $MP --dtype float32 --workdir /tmp/fp32 > "$OUT/mp_fp32.log" 2>&1 &
+  wait
+  mkdir -p /tmp/pretrained
+  python3 - <<'PY'
+import json, pathlib
+from flax_sr import inference
+for s in (2, 3, 4):
+  loaded = inference.load_run(f'/tmp/t91_x{s}', 'best')
+  meta = [json.loads(l) for l in open(f'/tmp/t91_x{s}/metrics.jsonl') if 'eval/model/psnr_y' in l]
+  inference.save_pretrained(loaded, f'x{s}', extra={'set5_eval_history': meta[-5:]},
+                            directory=pathlib.Path('/tmp/pretrained'))
+  print('saved x%d from %s' % (s, loaded.source))
+PY
+  tar -C /tmp -cf "$OUT/pretrained.tar" pretrained
+  tail -n 12 "$OUT"/*.log
+  ;;
+esac
