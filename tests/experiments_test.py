@@ -1,0 +1,45 @@
+"""Every experiment file and the benchmark run in their quick modes, so none of them rots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_SR, SHARED_TFDS, require
+
+EXPERIMENTS = {'reference_x3': SHARED_TFDS, 'reference_x6': SHARED_TFDS,
+               'improved_x3': SHARED_TFDS, 'improved_x6': SHARED_TFDS,
+               't91_x3': SHARED_SR / 'T91'}
+
+
+def run_script(*args, timeout=300):
+  return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                        timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(EXPERIMENTS))
+def test_experiment_quick_mode(name, tmp_path):
+  require(EXPERIMENTS[name])
+  result = run_script(REPO / 'experiments' / f'{name}.py', '--workdir', tmp_path, '--quick')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'nearest' in result.stdout and 'gain over bicubic' in result.stdout
+  data = json.loads((tmp_path / 'results.json').read_text())
+  assert data['experiment'] == name and data['steps'] == 2
+  assert set(data) >= {'model', 'bicubic', 'nearest', 'scale'}
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode(tmp_path):
+  out = tmp_path / 'bench.json'
+  result = run_script(REPO / 'experiments' / 'bench.py', '--quick', '--output_json', out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads(out.read_text())
+  assert {r['model'] for r in rows} == {'reference', 'espcn', 'edsr'}
+  assert len([r for r in rows if r['model'] == 'reference']) == 4  # 16/32 x late/early
+  for row in rows:
+    assert set(row) >= {'model', 'input_size', 'factors', 'batch', 'dtype', 'images_per_s',
+                        'gflops', 'torch_images_per_s', 'ratio_vs_torch'}
+    assert row['images_per_s'] > 0 and row['torch_images_per_s'] is None
+  assert 'input pipeline' in result.stdout and 'megapixels/s' in result.stdout
