@@ -123,8 +123,13 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 
     loss_value = jax.lax.pmean(loss_value, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema_params is not None:
+    # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the average
+    # follows the weights closely instead of clinging to the initialisation for ~1/(1-decay)
+    # steps, which matters for short runs.
+    step = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
     new_state = new_state.replace(ema_params=optax.incremental_update(
-        new_state.params, state.ema_params, step_size=1.0 - ema_decay))
+        new_state.params, state.ema_params, step_size=1.0 - decay))
   return new_state, {'loss': loss_value}
 
 

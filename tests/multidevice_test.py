@@ -93,11 +93,17 @@ def test_main_on_four_devices_then_evaluate_on_one(tmp_path):
   for row in ('model', 'bicubic', 'nearest'):
     for key, value in one_device[row].items():
       assert abs(four_devices[row][key] - value) < 1e-4, (row, key)
-  # A 1-device run resumes the 4-device checkpoint.
+  # A 1-device run resumes the 4-device checkpoint, and a 4-device run the 1-device one.
   resumed = run_module('flax_sr.main', '--dataset', 'sample', '--workdir', str(workdir), *TINY,
                        '--num_train_steps', '5', '--eval_every', '5', '--eval_examples', '10')
   assert resumed.returncode == 0, resumed.stderr
   assert 'Resumed from step 3' in resumed.stderr
+  resumed4 = run_module('flax_sr.main', '--dataset', 'sample', '--workdir', str(workdir), *TINY,
+                        '--num_train_steps', '7', '--eval_every', '7', '--eval_examples', '10',
+                        env=FOUR_DEVICES)
+  assert resumed4.returncode == 0, resumed4.stderr
+  assert 'Resumed from step 5' in resumed4.stderr
+  assert (workdir / 'checkpoints' / '7').is_dir()
 
 
 def test_batch_not_divisible_by_devices_is_a_one_line_error(tmp_path):

@@ -131,13 +131,20 @@ def test_pixel_losses(kind):
   np.testing.assert_allclose(float(train.pixel_loss(a, b, kind)), expected, rtol=1e-6)
 
 
-def test_ema_tracks_parameters():
+def test_ema_tracks_parameters_with_warm_up():
   model = flax_sr.create_model('reference', scale=3, features=8)
   state = train.create_train_state(jax.random.key(0), model, optax.adam(1e-2),
                                    lr_shape=(1, 8, 8, 3), ema=True)
-  new, _ = jax.jit(functools.partial(train.train_step, ema_decay=0.9))(state, {'hr': random_hr()})
+  step = jax.jit(functools.partial(train.train_step, ema_decay=0.9))
+  new, _ = step(state, {'hr': random_hr()})
+  # Step 0: the warm-up decay (1 + 0) / (10 + 0) = 0.1 is below 0.9.
   for p0, p1, e1 in zip(*(jax.tree.leaves(t) for t in (state.params, new.params, new.ema_params))):
-    np.testing.assert_allclose(e1, 0.9 * p0 + 0.1 * p1, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(e1, 0.1 * p0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
+  later = new.replace(step=jnp.asarray(1000, new.step.dtype))
+  newer, _ = step(later, {'hr': random_hr(seed=1)})
+  for e0, p2, e2 in zip(*(jax.tree.leaves(t) for t in (later.ema_params, newer.params,
+                                                        newer.ema_params))):
+    np.testing.assert_allclose(e2, 0.9 * e0 + 0.1 * p2, rtol=1e-5, atol=1e-7)
 
 
 def test_cosine_schedule_warms_up_and_decays():
