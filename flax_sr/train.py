@@ -13,7 +13,6 @@ images are exactly what the SR literature feeds its models.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -214,11 +213,6 @@ def sum_eval(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
   if a is None:
     return b
   return {k: a[k] + b[k] for k in a}
-
-
-def jit_train_step(**kwargs):
-  """``train_step`` with its options bound, jit-compiled with the state donated."""
-  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
 
 
 def model_from_config(config) -> nn.Module:
