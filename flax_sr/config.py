@@ -37,7 +37,7 @@ class Config:
   upsample_factors: tuple[int, ...] | None = None  # reference model; None: on the last blocks
   global_residual: bool = False
   dtype: str = 'float32'            # computation dtype: float32 | bfloat16
-  conv_impl: str = 'auto'           # reference model convolutions: auto | xla | matmul
+  conv_impl: str = 'auto'           # convolutions: auto | xla | matmul
   # Optimisation (defaults: the reference design).
   batch_size: int = 64
   num_epochs: int = 10
@@ -65,12 +65,11 @@ class Config:
     return self.hr_size // self.input_size
 
   def model_kwargs(self) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {'conv_impl': self.resolved_conv_impl()}
     if self.features is not None:
       kwargs['features'] = self.features
     if self.model == 'reference':
-      kwargs.update(num_blocks=self.num_blocks, conv_impl=self.resolved_conv_impl(),
-                    upsample_factors=self.upsample_factors)
+      kwargs.update(num_blocks=self.num_blocks, upsample_factors=self.upsample_factors)
     elif self.model == 'edsr':
       kwargs['num_res_blocks'] = self.num_res_blocks
     return kwargs

@@ -1,14 +1,15 @@
-"""3x3 convolutions as matrix products, for backends (XLA:CPU) whose convolution backward pass is
+"""Convolutions as matrix products, for backends (XLA:CPU) whose convolution backward pass is
 slow. Selected with ``ReferenceSR(conv_impl='matmul')`` / ``--conv_impl matmul``; the parameters
 are the same as ``flax.linen.Conv``'s (``kernel`` (3, 3, C_in, C_out), ``bias``), so checkpoints
 move freely between the two implementations.
 
 Two ideas:
 
-* im2col: the 9 shifted copies of the input are concatenated on the channel axis, so the
-  convolution is one (N*H*W, 9*C_in) x (9*C_in, C_out) product. Autodiff of that is again two
-  large products (the weight gradient ``patches^T @ dy``, the input gradient ``dy @ W^T`` summed
-  back over the 9 shifts), which XLA:CPU runs near its matmul rate.
+* im2col: the k*k shifted copies of the input are concatenated on the channel axis, so the
+  convolution is one (N*H*W, k*k*C_in) x (k*k*C_in, C_out) product. A custom VJP makes the
+  backward pass two more such products: the weight gradient ``patches^T @ dy`` and the input
+  gradient as the convolution of dy with the flipped kernel (plain autodiff would instead
+  scatter-add a k*k times larger tensor back over the shifts).
 * upsample fusion: a 3x3 convolution of a nearest-upsampled (factor f) image equals a 3x3
   convolution of the small image with f*f*C_out outputs followed by a pixel shuffle: each of the
   f*f output phases sees the small image through a fixed 0/1 combination of the 9 taps. So the
@@ -20,23 +21,49 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def im2col_3x3(x: jnp.ndarray) -> jnp.ndarray:
-  """(N, H, W, C) -> (N, H, W, 9 C): the 3x3 neighbourhoods, zero padded ('SAME')."""
-  h, w = x.shape[1], x.shape[2]
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+def im2col(x: jnp.ndarray, size: int = 3) -> jnp.ndarray:
+  """(N, H, W, C) -> (N, H, W, size*size*C): the size x size neighbourhoods, zero padded
+  ('SAME'), ordered (ky, kx, c) like a flattened HWIO kernel."""
+  h, w, r = x.shape[1], x.shape[2], size // 2
+  padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
   return jnp.concatenate([padded[:, dy:dy + h, dx:dx + w, :]
-                          for dy in range(3) for dx in range(3)], axis=-1)
+                          for dy in range(size) for dx in range(size)], axis=-1)
 
 
-def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-  """'SAME' 3x3 convolution (cross-correlation, like ``lax.conv``) as one matrix product."""
-  c_in, c_out = kernel.shape[2], kernel.shape[3]
-  patches = im2col_3x3(x)
-  return jnp.dot(patches, kernel.reshape(9 * c_in, c_out))
+@jax.custom_vjp
+def conv_same(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """'SAME' k x k convolution (cross-correlation, like ``lax.conv``; k odd) as one matrix
+  product of the im2col patches with the (k*k*C_in, C_out) kernel."""
+  size, c_in, c_out = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  return jnp.dot(im2col(x, size), kernel.reshape(size * size * c_in, c_out))
+
+
+def _conv_same_fwd(x, kernel):
+  # Keep x, not its k*k times larger patches: rebuilding them in the backward pass is a copy.
+  return conv_same(x, kernel), (x, kernel)
+
+
+def _conv_same_bwd(residuals, dy):
+  x, kernel = residuals
+  size, c_in, c_out = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  rows = x.shape[0] * x.shape[1] * x.shape[2]
+  # Weight gradient: patches^T @ dy, one (k*k*C_in, N*H*W) x (N*H*W, C_out) product.
+  d_kernel = jnp.dot(im2col(x, size).reshape(rows, size * size * c_in).T,
+                     dy.reshape(rows, c_out))
+  # Input gradient: the transposed 'SAME' convolution is a 'SAME' convolution of dy with the
+  # kernel flipped in space and transposed in channels. As one more im2col product it avoids
+  # autodiff's scatter-add of a k*k times larger tensor back over the shifts.
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).reshape(size * size * c_out, c_in)
+  dx = jnp.dot(im2col(dy, size), flipped)
+  return dx.astype(x.dtype), d_kernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
 def _phase_map(factor: int) -> np.ndarray:
@@ -62,8 +89,9 @@ def fuse_upsample_kernel(kernel: jnp.ndarray, factor: int) -> jnp.ndarray:
 
 
 class MatmulConv(nn.Module):
-  """A drop-in for ``nn.Conv(features, (3, 3), padding='SAME')`` computed with matrix products;
-  with ``upsample_input=f`` it computes ``conv(upsample_nearest(x, f))`` at x's resolution."""
+  """A drop-in for ``nn.Conv(features, (k, k), padding='SAME')`` (k odd) computed with matrix
+  products; with ``upsample_input=f`` (3x3 only) it computes ``conv(upsample_nearest(x, f))``
+  at x's resolution."""
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   use_bias: bool = True
@@ -73,18 +101,21 @@ class MatmulConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    if tuple(self.kernel_size) != (3, 3):
-      raise ValueError(f'MatmulConv supports 3x3 kernels, got {self.kernel_size}')
-    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features),
+    size = self.kernel_size[0]
+    if tuple(self.kernel_size) != (size, size) or size % 2 == 0:
+      raise ValueError(f'MatmulConv supports square odd kernels, got {self.kernel_size}')
+    if self.upsample_input > 1 and size != 3:
+      raise ValueError(f'upsample_input needs a 3x3 kernel, got {self.kernel_size}')
+    kernel = self.param('kernel', self.kernel_init, (size, size, x.shape[-1], self.features),
                         jnp.float32)
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
     factor = self.upsample_input
     if factor > 1:
       from flax_sr.models import pixel_shuffle  # models imports this module lazily
-      y = pixel_shuffle(conv3x3(x, fuse_upsample_kernel(kernel, factor)), factor)
+      y = pixel_shuffle(conv_same(x, fuse_upsample_kernel(kernel, factor)), factor)
     else:
-      y = conv3x3(x, kernel)
+      y = conv_same(x, kernel)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
                          ).astype(self.dtype)

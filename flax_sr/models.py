@@ -11,6 +11,7 @@ Every model is fully convolutional: an (N, H, W, 3) input gives (N, H*s, W*s, 3)
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -64,6 +65,29 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h * factor, w * factor, out_c)
 
 
+CONV_IMPLS = ('xla', 'matmul')
+
+
+def make_conv(conv_impl: str, features: int, kernel_size: int = 3, *, name: str,
+              use_bias: bool = True, dtype: Any = jnp.float32, upsample_input: int = 1,
+              kernel_init=nn.initializers.lecun_normal()) -> nn.Module:
+  """A 'SAME' convolution: ``flax.linen.Conv`` ('xla') or the im2col ``fast_conv.MatmulConv``
+  ('matmul'; same parameters, same function). ``upsample_input=f`` convolves the nearest
+  upsample of the input; the matmul path does that at the input's resolution."""
+  if conv_impl == 'matmul':
+    from flax_sr import fast_conv  # imported lazily: models' import stays light
+    return fast_conv.MatmulConv(features, (kernel_size, kernel_size), use_bias=use_bias,
+                                dtype=dtype, upsample_input=upsample_input,
+                                kernel_init=kernel_init, name=name)
+  if conv_impl != 'xla':
+    raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
+  conv = nn.Conv(features, (kernel_size, kernel_size), padding='SAME', use_bias=use_bias,
+                 dtype=dtype, kernel_init=kernel_init, name=name)
+  if upsample_input == 1:
+    return conv
+  return lambda x: conv(upsample_nearest(x, upsample_input))
+
+
 def _last_layer_init(global_residual: bool):
   # With global residual learning a zero last layer starts the model at exactly bicubic.
   return nn.initializers.zeros if global_residual else nn.initializers.lecun_normal()
@@ -110,23 +134,16 @@ class ReferenceSR(nn.Module):
   def _conv(self, features: int, use_bias: bool, name: str, upsample_input: int = 1,
             zero_init: bool = False):
     kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
-    if self.conv_impl == 'matmul':
-      from flax_sr import fast_conv  # imported lazily: only the opt-in path needs it
-      return fast_conv.MatmulConv(features, (3, 3), use_bias=use_bias, dtype=self.dtype,
-                                  upsample_input=upsample_input, kernel_init=kernel_init,
-                                  name=name)
-    if self.conv_impl != 'xla':
-      raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {self.conv_impl!r}")
-    return nn.Conv(features, (3, 3), padding='SAME', use_bias=use_bias, dtype=self.dtype,
-                   kernel_init=kernel_init, name=name)
+    return make_conv(self.conv_impl, features, 3, use_bias=use_bias, dtype=self.dtype,
+                     upsample_input=upsample_input, kernel_init=kernel_init, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x_lr = x
     y = x.astype(self.dtype)
-    # With matmul convolutions a block's upsample is folded into the next convolution, which
-    # then runs at the lower resolution (see fast_conv); the result is the same.
-    fuse = self.conv_impl == 'matmul'
+    # A block's upsample is applied by the next convolution (``upsample_input``): the matmul
+    # path folds it into that convolution, which then runs at the lower resolution (see
+    # fast_conv); the result is the same.
     pending = 1
     for i, factor in enumerate(self.factors()):
       # No bias: BatchNorm's shift makes a conv bias redundant.
@@ -136,10 +153,7 @@ class ReferenceSR(nn.Module):
                        epsilon=self.bn_epsilon, axis_name=self.axis_name,
                        dtype=self.dtype, name=f'block{i}_bn')(y)
       y = nn.relu(y)
-      if fuse:
-        pending = factor
-      else:
-        y = upsample_nearest(y, factor)
+      pending = factor
     y = self._conv(3, use_bias=True, name='head_conv', upsample_input=pending,
                    zero_init=self.global_residual)(y)
     if self.global_residual:
@@ -153,15 +167,17 @@ class ESPCN(nn.Module):
   features: int = 64
   global_residual: bool = False
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     del train  # no BatchNorm or dropout
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
     y = x.astype(self.dtype)
-    y = jnp.tanh(nn.Conv(self.features, (5, 5), dtype=self.dtype, name='conv1')(y))
-    y = jnp.tanh(nn.Conv(self.features // 2, (3, 3), dtype=self.dtype, name='conv2')(y))
-    y = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, name='conv3',
-                kernel_init=_last_layer_init(self.global_residual))(y)
+    y = jnp.tanh(conv(self.features, 5, name='conv1')(y))
+    y = jnp.tanh(conv(self.features // 2, 3, name='conv2')(y))
+    y = conv(3 * self.scale**2, 3, name='conv3',
+             kernel_init=_last_layer_init(self.global_residual))(y)
     y = pixel_shuffle(y, self.scale)
     if self.global_residual:
       return _add_global_residual(x, y, self.scale)
@@ -172,11 +188,13 @@ class ResBlock(nn.Module):
   features: int
   res_scale: float
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x):
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv1')(x)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv2')(nn.relu(y))
+    conv = functools.partial(make_conv, self.conv_impl, self.features, dtype=self.dtype)
+    y = conv(name='conv1')(x)
+    y = conv(name='conv2')(nn.relu(y))
     return x + self.res_scale * y
 
 
@@ -188,24 +206,25 @@ class EDSR(nn.Module):
   res_scale: float = 1.0
   global_residual: bool = False
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     del train
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
     # Centre the input like EDSR's mean shift, so a zero-initialised residual is a grey image.
     y = x.astype(self.dtype) - 0.5
-    head = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='head')(y)
+    head = conv(self.features, name='head')(y)
     y = head
     for i in range(self.num_res_blocks):
-      y = ResBlock(self.features, self.res_scale, self.dtype, name=f'res{i}')(y)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='body_tail')(y) + head
+      y = ResBlock(self.features, self.res_scale, self.dtype, self.conv_impl, name=f'res{i}')(y)
+    y = conv(self.features, name='body_tail')(y) + head
     # Upsample in steps of 2 for powers of two (as EDSR does), else in one shuffle.
     steps = [2] * int(math.log2(self.scale)) if self.scale & (self.scale - 1) == 0 else [self.scale]
     for i, factor in enumerate(s for s in steps if s > 1):
-      y = nn.Conv(self.features * factor**2, (3, 3), dtype=self.dtype, name=f'up{i}')(y)
+      y = conv(self.features * factor**2, name=f'up{i}')(y)
       y = pixel_shuffle(y, factor)
-    y = nn.Conv(3, (3, 3), dtype=self.dtype, name='tail',
-                kernel_init=_last_layer_init(self.global_residual))(y) + 0.5
+    y = conv(3, name='tail', kernel_init=_last_layer_init(self.global_residual))(y) + 0.5
     if self.global_residual:
       return _add_global_residual(x, y - 0.5, self.scale)
     return y.astype(jnp.float32)

@@ -13,13 +13,13 @@ def rel_err(a, b):
   return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-@pytest.mark.parametrize('factor', [1, 2, 3])
+@pytest.mark.parametrize('size, factor', [(3, 1), (3, 2), (3, 3), (5, 1)])
 @pytest.mark.parametrize('c_in, c_out', [(3, 8), (8, 3)])
-def test_matmul_conv_matches_nn_conv(factor, c_in, c_out):
+def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out):
   x = jax.random.normal(jax.random.key(0), (2, 7, 9, c_in))
-  reference = nn.Conv(c_out, (3, 3), padding='SAME')
+  reference = nn.Conv(c_out, (size, size), padding='SAME')
   params = reference.init(jax.random.key(1), models.upsample_nearest(x, factor))
-  fast = fast_conv.MatmulConv(c_out, upsample_input=factor)
+  fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor)
 
   def ref_fn(p, x):
     return reference.apply(p, models.upsample_nearest(x, factor))
@@ -58,3 +58,24 @@ def test_reference_model_same_with_either_implementation(factors):
   assert rel_err(y_fast, y_xla) < 1e-5
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
     assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize('name, kwargs', [('espcn', {}), ('edsr', {'num_res_blocks': 2})])
+def test_other_models_same_with_either_implementation(name, kwargs):
+  x = jax.random.uniform(jax.random.key(0), (2, 6, 7, 3))
+  xla = models.create_model(name, scale=3, features=8, global_residual=False, **kwargs)
+  fast = xla.clone(conv_impl='matmul')
+  variables = xla.init(jax.random.key(1), x)
+  loss = lambda model: lambda p: jnp.mean(model.apply({'params': p}, x) ** 2)
+  y_xla, y_fast = xla.apply(variables, x), fast.apply(variables, x)
+  assert y_xla.shape == (2, 18, 21, 3)
+  assert rel_err(y_fast, y_xla) < 1e-5
+  g_xla = jax.grad(loss(xla))(variables['params'])
+  g_fast = jax.grad(loss(fast))(variables['params'])
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
+    assert rel_err(a, b) < 1e-5
+
+
+def test_matmul_conv_rejects_even_kernels():
+  with pytest.raises(ValueError, match='odd'):
+    fast_conv.MatmulConv(4, (4, 4)).init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))
