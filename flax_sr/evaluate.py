@@ -56,19 +56,22 @@ def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalS
 
 
 def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
-                 num_images: int, title: str = '') -> str:
-  """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic."""
+                 num_images: int, title: str = '', model_label: str = 'model') -> str:
+  """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic.
+  ``model_label`` names the model row (e.g. 'model+' for the self-ensemble)."""
   lines = [f'{title}Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}):',
            f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}']
   for row in ROWS:
     if row in table:
       v = table[row]
-      lines.append(f'{row:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
+      label = model_label if row == 'model' else row
+      lines.append(f'{label:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
                    f'{v["ssim_rgb"]:9.4f}')
   if 'bicubic' in table:
     gain_psnr = table['model']['psnr_y'] - table['bicubic']['psnr_y']
     gain_ssim = table['model']['ssim_y'] - table['bicubic']['ssim_y']
-    lines.append(f'model gain over bicubic: {gain_psnr:+.3f} dB PSNR-Y, {gain_ssim:+.4f} SSIM-Y')
+    lines.append(f'{model_label} gain over bicubic: {gain_psnr:+.3f} dB PSNR-Y, '
+                 f'{gain_ssim:+.4f} SSIM-Y')
   return '\n'.join(lines)
 
 
@@ -105,6 +108,9 @@ def main(argv=None) -> int:
   parser.add_argument('--num_devices', type=int, help='use the first N devices (default: all)')
   parser.add_argument('--output_json', help='write the table as JSON to this file')
   parser.add_argument('--save_images', help='write the SR outputs as PNG into this folder')
+  parser.add_argument('--self_ensemble', action='store_true',
+                      help='x8 geometric self-ensemble (EDSR+): mean over flips/rotations; 8x '
+                           'slower, reported as "model+"')
   args = parser.parse_args(argv)
 
   from flax_sr import inference
@@ -129,22 +135,30 @@ def main(argv=None) -> int:
   scale = loaded.model.scale
   eval_set = input_pipeline.make_eval_set(config)
   mesh = parallel.make_mesh(args.num_devices)
-  eval_fn = parallel.compile_eval_sums(mesh, loaded.model, baselines=('bicubic', 'nearest'))
+  eval_fn = parallel.compile_eval_sums(mesh, loaded.model, baselines=('bicubic', 'nearest'),
+                                       self_ensemble=args.self_ensemble)
   variables = parallel.put_replicated(loaded.variables, mesh)
   table = evaluate_images(eval_fn, variables, eval_set, mesh, args.batch_size)
   print(format_table(table, scale, eval_set.name, len(eval_set),
-                     title=f'{config.model} x{scale} ({loaded.source})\n'))
+                     title=f'{config.model} x{scale} ({loaded.source})'
+                           f'{", x8 self-ensemble" if args.self_ensemble else ""}\n',
+                     model_label='model+' if args.self_ensemble else 'model'))
   if args.output_json:
     path = pathlib.Path(args.output_json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results_json(table, scale, eval_set, loaded.source), indent=2))
+    result = results_json(table, scale, eval_set, loaded.source)
+    result['self_ensemble'] = args.self_ensemble
+    path.write_text(json.dumps(result, indent=2))
     print(f'wrote {path}')
   if args.save_images:
-    save_outputs(inference.Upscaler(loaded, mesh=mesh), eval_set, scale, args.save_images)
+    save_outputs(inference.Upscaler(loaded, mesh=mesh, self_ensemble=args.self_ensemble),
+                 eval_set, scale, args.save_images)
     print(f'wrote {len(eval_set)} images to {args.save_images}')
   return 0
 
 
 if __name__ == '__main__':
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
   from flax_sr.main import run_cli
   sys.exit(run_cli(main))

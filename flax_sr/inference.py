@@ -109,7 +109,7 @@ class Upscaler:
   with the tiles of an image batched and split over the devices of ``mesh``."""
 
   def __init__(self, loaded: LoadedModel, *, tile: int = 256, tile_overlap: int = 16,
-               batch_size: int = 8, mesh=None):
+               batch_size: int = 8, mesh=None, self_ensemble: bool = False):
     self.loaded = loaded
     self.scale = loaded.model.scale
     self.tile = tile
@@ -117,7 +117,8 @@ class Upscaler:
     self.mesh = mesh or parallel.make_mesh()
     self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
     self.variables = parallel.put_replicated(loaded.variables, self.mesh)
-    upscale = functools.partial(train_lib.upscale, model=loaded.model)
+    upscale = functools.partial(train_lib.upscale, model=loaded.model,
+                                self_ensemble=self_ensemble)
     self._upscale = jax.jit(upscale, in_shardings=(parallel.replicated(self.mesh),
                                                    parallel.batch_sharding(self.mesh)))
 

@@ -34,9 +34,9 @@ HELP = {
                         'scale); default: on the last blocks, e.g. 1,1,1,3',
     'global_residual': 'predict the difference to the bicubic upscale of the input',
     'dtype': 'computation dtype: float32 or bfloat16 (parameters stay float32)',
-    'conv_impl': 'reference model convolutions: xla (flax.linen.Conv), matmul (im2col with '
-                 'the upsample folded in; 3x faster on CPU), or auto (matmul on CPU, xla on '
-                 'GPU/TPU)',
+    'conv_impl': 'convolutions: xla (flax.linen.Conv), matmul (im2col products with a custom '
+                 'VJP, the reference model\'s upsample folded in; 3-4x faster on CPU), or auto '
+                 '(matmul on CPU, xla on GPU/TPU)',
     'batch_size': 'global batch size (split over devices)',
     'num_epochs': 'training epochs',
     'num_train_steps': 'training steps (overrides --num_epochs when set)',
@@ -137,4 +137,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
   sys.exit(run_cli(main))

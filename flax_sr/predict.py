@@ -62,6 +62,8 @@ def main(argv=None) -> int:
   parser.add_argument('--batch_size', type=int, default=8, help='tiles per device batch')
   parser.add_argument('--num_devices', type=int, help='use the first N devices (default: all)')
   parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+  parser.add_argument('--self_ensemble', action='store_true',
+                      help='x8 geometric self-ensemble (EDSR+): slightly sharper, 8x slower')
   args = parser.parse_args(argv)
   if args.tile < 8 or args.tile_overlap < 0:
     raise UserError('--tile must be at least 8 and --tile_overlap at least 0')
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
   loaded = (inference.load_pretrained(args.pretrained) if args.pretrained
             else inference.load_run(args.workdir, args.step))
   upscaler = inference.Upscaler(loaded, tile=args.tile, tile_overlap=args.tile_overlap,
-                                batch_size=args.batch_size,
+                                batch_size=args.batch_size, self_ensemble=args.self_ensemble,
                                 mesh=parallel.make_mesh(args.num_devices))
   written = skipped = existing = 0
   start, megapixels = time.perf_counter(), 0.0
@@ -99,5 +101,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
   from flax_sr.main import run_cli
   sys.exit(run_cli(main))

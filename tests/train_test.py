@@ -156,3 +156,22 @@ def test_cosine_schedule_warms_up_and_decays():
     updates, opt_state = tx.update({'w': jnp.ones(())}, opt_state, params)
     sizes.append(abs(float(updates['w'])))
   assert sizes[0] < sizes[9] and np.argmax(sizes) in range(8, 12) and sizes[-1] < sizes[10] / 20
+
+
+def test_self_ensemble_is_equivariant_to_flips_and_rotations():
+  # A random reference model is not rotation-equivariant; its x8 self-ensemble is, by
+  # construction: ensemble(T(x)) == T(ensemble(x)) for each of the 8 flips/rotations T.
+  model = flax_sr.ReferenceSR(scale=2, features=8)
+  x = jax.random.uniform(jax.random.key(0), (1, 6, 6, 3))
+  variables = model.init(jax.random.key(1), x)
+  plain = lambda x: train.upscale(variables, x, model=model)
+  ensemble = lambda x: train.upscale(variables, x, model=model, self_ensemble=True)
+  rotate = lambda x: jnp.rot90(x, 1, axes=(1, 2))
+  flip = lambda x: jnp.flip(x, axis=2)
+  assert float(jnp.abs(plain(rotate(x)) - rotate(plain(x))).max()) > 1e-3
+  for transform in (rotate, flip, lambda x: rotate(flip(x))):
+    np.testing.assert_allclose(ensemble(transform(x)), transform(ensemble(x)), atol=1e-6)
+  # The ensemble is a mean of plain outputs: near them, and under jit.
+  y = jax.jit(ensemble)(x)
+  assert y.shape == (1, 12, 12, 3)
+  assert float(jnp.abs(y - plain(x)).mean()) < float(jnp.abs(plain(x)).mean())
