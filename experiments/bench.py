@@ -11,7 +11,8 @@ after warm-up (compile time reported separately); GFLOP/s counts the compiled st
 cost analysis: forward, backward and Adam) and is also given as a fraction of this machine's
 float32 matmul rate. With ``--vs-torch`` the PyTorch peer (../shared/peers/torch_seed_bench.py)
 runs the same reference-model configuration in the same run, alternating with ours, and the
-ratio is ours / torch.
+ratio is ours / torch. "torch" runs with the huge-page malloc our entry points use
+(flax_sr.host_allocator), "torch*" with glibc's default; both ratios are printed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from flax_sr import inference, input_pipeline, models, parallel  # noqa: E402
+from flax_sr import host_allocator, inference, input_pipeline, models, parallel  # noqa: E402
 from flax_sr import train as train_lib  # noqa: E402
 
 TORCH_PEER = pathlib.Path(__file__).resolve().parent.parent.parent / 'shared' / 'peers' / 'torch_seed_bench.py'
@@ -136,15 +137,25 @@ def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, ste
       'compile_s': compile_s,
       'gflops': flops * (1 / median_s) / 1e9 if flops else None,
       'torch_images_per_s': None, 'ratio_vs_torch': None,
+      'torch_default_malloc_images_per_s': None, 'ratio_vs_torch_default_malloc': None,
   }
 
 
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
-              warmup: int) -> float | None:
+              warmup: int, hugepages: bool) -> float | None:
+  """The PyTorch peer's images/s; ``hugepages`` gives it the huge-page malloc our own entry
+  points use (flax_sr.host_allocator), else glibc's default."""
   spec = f'{input_size}:{",".join(map(str, factors))}'
   command = [torch_python, str(TORCH_PEER), '--sizes', str(input_size), '--batch', str(batch),
              '--steps', str(steps), '--warmup', str(warmup), '--factors', spec]
-  result = subprocess.run(command, capture_output=True, text=True)
+  env = dict(os.environ)
+  tunables = [t for t in env.pop('GLIBC_TUNABLES', '').split(':')
+              if t and not t.startswith('glibc.malloc.hugetlb')]
+  if hugepages:
+    tunables.append(host_allocator.TUNABLE)
+  if tunables:
+    env['GLIBC_TUNABLES'] = ':'.join(tunables)
+  result = subprocess.run(command, capture_output=True, text=True, env=env)
   match = re.search(r'([\d.]+) images/s', result.stdout)
   if not match:
     print(f'torch peer failed: {result.stderr[-500:]}', file=sys.stderr)
@@ -215,8 +226,9 @@ def main(argv=None) -> int:
   parser.add_argument('--batch', type=int, nargs='+', default=[64])
   parser.add_argument('--dtype', nargs='+', default=['float32'], choices=['float32', 'bfloat16'])
   parser.add_argument('--models', nargs='+', default=['reference', 'espcn', 'edsr'])
-  parser.add_argument('--conv_impl', nargs='+', default=['xla'], choices=['xla', 'matmul'],
-                      help='reference-model convolution implementations to compare')
+  parser.add_argument('--conv_impl', nargs='+', default=['auto'],
+                      choices=['auto', 'xla', 'matmul'],
+                      help='convolution implementations to compare (auto: matmul on CPU)')
   parser.add_argument('--placements', nargs='+', default=['late', 'early'],
                       choices=['late', 'early'], help='reference-model upsample placements')
   parser.add_argument('--sizes', type=int, nargs='+', default=[16, 32], choices=[16, 32],
@@ -237,25 +249,35 @@ def main(argv=None) -> int:
   print(f'device: {device_name()}; jax {jax.__version__}; devices {jax.device_count()}')
   matmul = matmul_gflops(512 if args.quick else 2048)
   print(f'float32 matmul: {matmul:.1f} GFLOP/s')
+  auto = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+  args.conv_impl = list(dict.fromkeys(auto if i == 'auto' else i for i in args.conv_impl))
   configs = []
   for name in args.models:
     if name == 'reference':
       for size in args.sizes:
         scale = 96 // size
         late = models.default_upsample_factors(scale)
-        placements = {'late': late, 'early': tuple(reversed(late))}
+        # Early: the factors on the first blocks, smallest first (the PyTorch peer's
+        # definition: 16 -> 2,3,1,1; 32 -> 3,1,1,1).
+        upsampling = tuple(f for f in late if f > 1)
+        placements = {'late': late,
+                      'early': upsampling + (1,) * (len(late) - len(upsampling))}
         for factors in (placements[p] for p in args.placements):
           for impl in args.conv_impl:
             configs.append((name, size, factors, {'conv_impl': impl}))
     elif name == 'edsr':
-      configs.append((name, 32, None, {'num_res_blocks': 2 if args.quick else 8}))
+      for impl in args.conv_impl:
+        configs.append((name, 32, None, {'num_res_blocks': 2 if args.quick else 8,
+                                         'conv_impl': impl}))
     else:
-      configs.append((name, 32, None, {}))
+      for impl in args.conv_impl:
+        configs.append((name, 32, None, {'conv_impl': impl}))
 
   rows = []
   header = (f'{"model":<10} {"in":>3} {"factors":<12} {"impl":<6} {"batch":>5} {"dtype":<8} '
             f'{"img/s":>9} {"step ms":>8} {"compile s":>9} {"GFLOP/s":>8} {"of mm":>6} '
-            f'{"torch":>8} {"ratio":>6}')
+            f'{"torch":>8} {"ratio":>6} {"torch*":>8} {"ratio*":>6}')
+  print(f'host malloc: GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "(unset)")}')
   print(header)
   for batch in args.batch:
     for dtype in args.dtype:
@@ -264,18 +286,26 @@ def main(argv=None) -> int:
                           extra)
         row['conv_impl'] = extra.get('conv_impl')
         if args.vs_torch and name == 'reference' and dtype == 'float32' and not args.quick:
-          torch_rates = [run_torch(args.torch_python, size, row['factors'], batch, args.steps,
-                                   args.warmup)]
-          # Alternate: ours again after torch, so drift on a shared machine hits both.
-          again = bench_train(name, size, factors, batch, dtype, args.steps, args.warmup,
-                              features, extra)
-          row['images_per_s'] = statistics.mean([row['images_per_s'], again['images_per_s']])
-          torch_rates.append(run_torch(args.torch_python, size, row['factors'], batch,
-                                       args.steps, args.warmup))
-          torch_rates = [r for r in torch_rates if r]
-          if torch_rates:
-            row['torch_images_per_s'] = statistics.mean(torch_rates)
+          # Alternate ours and torch (with glibc's default malloc, and with the huge-page
+          # malloc ours runs with), twice, so drift on a shared machine hits every column.
+          ours, torch_huge, torch_default = [row['images_per_s']], [], []
+          for round_ in range(2):
+            if round_:
+              ours.append(bench_train(name, size, factors, batch, dtype, args.steps,
+                                      args.warmup, features, extra)['images_per_s'])
+            for hugepages, rates in ((True, torch_huge), (False, torch_default)):
+              rate = run_torch(args.torch_python, size, row['factors'], batch, args.steps,
+                               args.warmup, hugepages)
+              if rate:
+                rates.append(rate)
+          row['images_per_s'] = statistics.mean(ours)
+          if torch_huge:
+            row['torch_images_per_s'] = statistics.mean(torch_huge)
             row['ratio_vs_torch'] = row['images_per_s'] / row['torch_images_per_s']
+          if torch_default:
+            row['torch_default_malloc_images_per_s'] = statistics.mean(torch_default)
+            row['ratio_vs_torch_default_malloc'] = (row['images_per_s'] /
+                                                    row['torch_default_malloc_images_per_s'])
         rows.append(row)
         gflops = row['gflops']
         print(f'{name:<10} {size:>3} {str(row["factors"] or "-"):<12} '
@@ -284,7 +314,9 @@ def main(argv=None) -> int:
               f'{gflops if gflops else float("nan"):8.1f} '
               f'{(gflops / matmul) if gflops else float("nan"):6.2f} '
               f'{row["torch_images_per_s"] or float("nan"):8.1f} '
-              f'{row["ratio_vs_torch"] or float("nan"):6.2f}', flush=True)
+              f'{row["ratio_vs_torch"] or float("nan"):6.2f} '
+              f'{row["torch_default_malloc_images_per_s"] or float("nan"):8.1f} '
+              f'{row["ratio_vs_torch_default_malloc"] or float("nan"):6.2f}', flush=True)
   extra_rows = {}
   if 'pipeline' not in args.skip:
     extra_rows['pipeline'] = bench_pipeline(args.quick, args.data_dir)
@@ -308,4 +340,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
   sys.exit(main())
