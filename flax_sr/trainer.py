@@ -154,7 +154,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
 
   def run_eval() -> dict[str, dict[str, float]]:
     table = evaluate_lib.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)
-    reporter.scalars(step, _flatten_table('eval', table))
+    # Training minutes beside each evaluation: the quality-vs-training-time curve.
+    reporter.scalars(step, {**_flatten_table('eval', table),
+                            'eval/train_minutes': train_seconds / 60})
     if is_main and len(grid_hr):
       grid = comparison_picture(state, grid_hr, config.scale)
       pictures.save_png(grid, pictures_dir / f'grid_step{step:07d}.png')
