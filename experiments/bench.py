@@ -148,13 +148,7 @@ def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: in
   spec = f'{input_size}:{",".join(map(str, factors))}'
   command = [torch_python, str(TORCH_PEER), '--sizes', str(input_size), '--batch', str(batch),
              '--steps', str(steps), '--warmup', str(warmup), '--factors', spec]
-  env = dict(os.environ)
-  tunables = [t for t in env.pop('GLIBC_TUNABLES', '').split(':')
-              if t and not t.startswith('glibc.malloc.hugetlb')]
-  if hugepages:
-    tunables.append(host_allocator.TUNABLE)
-  if tunables:
-    env['GLIBC_TUNABLES'] = ':'.join(tunables)
+  env = host_allocator.set_hugepage_tunable(dict(os.environ), hugepages)
   result = subprocess.run(command, capture_output=True, text=True, env=env)
   match = re.search(r'([\d.]+) images/s', result.stdout)
   if not match:

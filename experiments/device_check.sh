@@ -63,7 +63,7 @@ t91sweep)
   run f48b8_bs8     --features 48 --num_res_blocks 8  --batch_size 8  --learning_rate 1e-3 --num_train_steps 6900
   run f64b4_lr1e3   --features 64 --num_res_blocks 4  --batch_size 16 --learning_rate 1e-3 --num_train_steps 2900
   wait
-  grep -h "eval on" "$OUT"/sweep_*.log | tail -n 0
-  for f in "$OUT"/sweep_*.log; do echo "== $f"; grep "eval on" "$f" | tail -n 3; done
+  # tqdm ends its lines with \r: split them before picking the evaluation lines.
+  for f in "$OUT"/sweep_*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep "eval on" | tail -n 3; done
   ;;
 esac

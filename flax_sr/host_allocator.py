@@ -4,9 +4,9 @@ XLA:CPU allocates its per-step buffers (im2col patches, activations, gradients: 
 for the reference model at batch 64) with glibc ``malloc``, which serves them from fresh
 ``mmap``s. With the kernel's transparent huge pages in ``madvise`` mode (the usual default)
 every step then pays one page fault per 4 KiB touched: measured on the 2-core development
-machine, 150,000 faults and about a third of the step time. glibc's
+machine, about 225,000 faults per training step of the reference model. glibc's
 ``glibc.malloc.hugetlb=1`` tunable makes malloc ask for huge pages, which cuts the faults 35x
-(experiments/RESULTS.md, section 4).
+and the step time by a third (experiments/RESULTS.md, section 4).
 
 A tunable is read once when a process starts, so the command-line entry points call
 ``reexec_with_hugepages()`` first: it re-executes the same command with the tunable set, once.
@@ -37,6 +37,16 @@ def hugepages_available() -> bool:
     return False
 
 
+def set_hugepage_tunable(environ: dict[str, str], enabled: bool) -> dict[str, str]:
+  """A copy of ``environ`` whose GLIBC_TUNABLES has the huge-page tunable (``enabled``) or not;
+  other tunables are kept."""
+  kept = [t for t in environ.get('GLIBC_TUNABLES', '').split(':')
+          if t and not t.startswith('glibc.malloc.hugetlb')]
+  tunables = ':'.join(kept + [TUNABLE] if enabled else kept)
+  environ = {k: v for k, v in environ.items() if k != 'GLIBC_TUNABLES'}
+  return {**environ, 'GLIBC_TUNABLES': tunables} if tunables else environ
+
+
 def environment_with_hugepages(environ: dict[str, str]) -> dict[str, str] | None:
   """The environment to re-execute with, or None when nothing is to be done."""
   if environ.get('FLAX_SR_HUGEPAGES', '1') == '0' or 'glibc.malloc.hugetlb' in environ.get(
@@ -44,9 +54,8 @@ def environment_with_hugepages(environ: dict[str, str]) -> dict[str, str] | None
     return None
   if not hugepages_available():
     return None
-  tunables = ':'.join(t for t in (environ.get('GLIBC_TUNABLES'), TUNABLE) if t)
   # FLAX_SR_HUGEPAGES=0 in the child also guards against a loop should the tunable be dropped.
-  return {**environ, 'GLIBC_TUNABLES': tunables, 'FLAX_SR_HUGEPAGES': '0'}
+  return {**set_hugepage_tunable(environ, True), 'FLAX_SR_HUGEPAGES': '0'}
 
 
 def reexec_with_hugepages() -> None:

@@ -35,7 +35,7 @@ HELP = {
     'global_residual': 'predict the difference to the bicubic upscale of the input',
     'dtype': 'computation dtype: float32 or bfloat16 (parameters stay float32)',
     'conv_impl': 'convolutions: xla (flax.linen.Conv), matmul (im2col products with a custom '
-                 'VJP, the reference model\'s upsample folded in; 3-4x faster on CPU), or auto '
+                 'VJP, the reference model\'s upsample folded in; 1.7-4.6x faster on CPU), or auto '
                  '(matmul on CPU, xla on GPU/TPU)',
     'batch_size': 'global batch size (split over devices)',
     'num_epochs': 'training epochs',

@@ -22,6 +22,15 @@ def test_environment_adds_the_tunable_once():
   assert host_allocator.environment_with_hugepages({**base, 'FLAX_SR_HUGEPAGES': '0'}) is None
 
 
+def test_tunable_set_and_removed_keeping_others():
+  on = host_allocator.set_hugepage_tunable({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, True)
+  assert on['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+  off = host_allocator.set_hugepage_tunable(on, False)
+  assert off['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
+  assert 'GLIBC_TUNABLES' not in host_allocator.set_hugepage_tunable(
+      {'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}, False)
+
+
 @pytest.mark.skipif(not host_allocator.hugepages_available(),
                     reason='needs Linux, glibc >= 2.35 and transparent huge pages')
 def test_entry_point_reexecutes_with_huge_pages(tmp_path):
