@@ -221,8 +221,8 @@ def main(argv=None) -> int:
   parser.add_argument('--dtype', nargs='+', default=['float32'], choices=['float32', 'bfloat16'])
   parser.add_argument('--models', nargs='+', default=['reference', 'espcn', 'edsr'])
   parser.add_argument('--conv_impl', nargs='+', default=['auto'],
-                      choices=['auto', 'xla', 'matmul'],
-                      help='convolution implementations to compare (auto: matmul on CPU)')
+                      choices=['auto', 'xla', 'matmul', 'tuned'],
+                      help='convolution implementations to compare (auto: tuned on CPU)')
   parser.add_argument('--placements', nargs='+', default=['late', 'early'],
                       choices=['late', 'early'], help='reference-model upsample placements')
   parser.add_argument('--sizes', type=int, nargs='+', default=[16, 32], choices=[16, 32],
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
   print(f'device: {device_name()}; jax {jax.__version__}; devices {jax.device_count()}')
   matmul = matmul_gflops(512 if args.quick else 2048)
   print(f'float32 matmul: {matmul:.1f} GFLOP/s')
-  auto = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+  auto = 'tuned' if jax.default_backend() == 'cpu' else 'xla'
   args.conv_impl = list(dict.fromkeys(auto if i == 'auto' else i for i in args.conv_impl))
   configs = []
   for name in args.models:

@@ -37,7 +37,7 @@ class Config:
   upsample_factors: tuple[int, ...] | None = None  # reference model; None: on the last blocks
   global_residual: bool = False
   dtype: str = 'float32'            # computation dtype: float32 | bfloat16
-  conv_impl: str = 'auto'           # convolutions: auto | xla | matmul
+  conv_impl: str = 'auto'           # convolutions: auto | xla | matmul | tuned
   # Optimisation (defaults: the reference design).
   batch_size: int = 64
   num_epochs: int = 10
@@ -75,13 +75,14 @@ class Config:
     return kwargs
 
   def resolved_conv_impl(self) -> str:
-    """'auto' is the matmul convolution on CPU (3x faster there than XLA:CPU's convolution)
-    and XLA's own (cuDNN) on accelerators. Both compute the same function with the same
+    """'auto' is the 'tuned' convolution on CPU (im2col products, or XLA where that is faster,
+    chosen per layer shape; several times faster there than XLA:CPU's convolution alone) and
+    XLA's own (cuDNN) on accelerators. All compute the same function with the same
     parameters, so a checkpoint from one runs with the other."""
     if self.conv_impl != 'auto':
       return self.conv_impl
     import jax
-    return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+    return 'tuned' if jax.default_backend() == 'cpu' else 'xla'
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -119,7 +120,7 @@ class Config:
       raise UserError('--dataset folder needs --data_dir DIR (a folder of PNG/JPEG/BMP images)')
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:
       raise UserError(f'--dataset {self.dataset} has 96x96 images; --hr_size must be 96')
-    choices = {'dtype': ('float32', 'bfloat16'), 'conv_impl': ('auto', 'xla', 'matmul'),
+    choices = {'dtype': ('float32', 'bfloat16'), 'conv_impl': ('auto', 'xla', 'matmul', 'tuned'),
                'loss': ('mse', 'l1', 'charbonnier'), 'lr_schedule': ('constant', 'cosine')}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:

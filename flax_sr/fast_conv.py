@@ -1,9 +1,10 @@
 """Convolutions as matrix products, for backends (XLA:CPU) whose convolution backward pass is
-slow. Selected with ``ReferenceSR(conv_impl='matmul')`` / ``--conv_impl matmul``; the parameters
-are the same as ``flax.linen.Conv``'s (``kernel`` (3, 3, C_in, C_out), ``bias``), so checkpoints
-move freely between the two implementations.
+slow. Selected with ``ReferenceSR(conv_impl='matmul')`` / ``--conv_impl matmul`` (every layer
+im2col) or ``conv_impl='tuned'`` (a strategy per layer, by shape; the CPU default); the
+parameters are the same as ``flax.linen.Conv``'s (``kernel`` (3, 3, C_in, C_out), ``bias``), so
+checkpoints move freely between the implementations.
 
-Two ideas:
+Three ideas:
 
 * im2col: the k*k shifted copies of the input are concatenated on the channel axis, so the
   convolution is one (N*H*W, k*k*C_in) x (k*k*C_in, C_out) product. A custom VJP makes the
@@ -14,6 +15,12 @@ Two ideas:
   convolution of the small image with f*f*C_out outputs followed by a pixel shuffle: each of the
   f*f output phases sees the small image through a fixed 0/1 combination of the 9 taps. So the
   convolution runs at the low resolution and the upsampled tensor is never materialised.
+* a strategy per layer shape (``choose_strategy``). XLA:CPU's own forward convolution and
+  input gradient are fast; only its weight gradient is slow, except for thin outputs. At large
+  images the im2col patches (k*k times the input) make the forward pass memory-bound, so there
+  the 'hybrid' convolution keeps XLA's forward and input gradient and computes only the weight
+  gradient from patches; a thin output at a large image (the last convolution to RGB) is
+  fastest entirely in XLA.
 """
 
 from __future__ import annotations
@@ -48,22 +55,75 @@ def _conv_same_fwd(x, kernel):
   return conv_same(x, kernel), (x, kernel)
 
 
+def _kernel_grad(x, dy, kernel_shape):
+  """patches^T @ dy: the weight gradient as one (k*k*C_in, N*H*W) x (N*H*W, C_out) product."""
+  size, c_in, c_out = kernel_shape[0], kernel_shape[2], kernel_shape[3]
+  rows = x.shape[0] * x.shape[1] * x.shape[2]
+  return jnp.dot(im2col(x, size).reshape(rows, size * size * c_in).T,
+                 dy.reshape(rows, c_out)).reshape(kernel_shape)
+
+
 def _conv_same_bwd(residuals, dy):
   x, kernel = residuals
   size, c_in, c_out = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-  rows = x.shape[0] * x.shape[1] * x.shape[2]
-  # Weight gradient: patches^T @ dy, one (k*k*C_in, N*H*W) x (N*H*W, C_out) product.
-  d_kernel = jnp.dot(im2col(x, size).reshape(rows, size * size * c_in).T,
-                     dy.reshape(rows, c_out))
+  d_kernel = _kernel_grad(x, dy, kernel.shape)
   # Input gradient: the transposed 'SAME' convolution is a 'SAME' convolution of dy with the
   # kernel flipped in space and transposed in channels. As one more im2col product it avoids
   # autodiff's scatter-add of a k*k times larger tensor back over the shifts.
-  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).reshape(size * size * c_out, c_in)
+  flipped = _transposed_kernel(kernel).reshape(size * size * c_out, c_in)
   dx = jnp.dot(im2col(dy, size), flipped)
-  return dx.astype(x.dtype), d_kernel.reshape(kernel.shape).astype(kernel.dtype)
+  return dx.astype(x.dtype), d_kernel.astype(kernel.dtype)
 
 
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+def conv_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """'SAME' convolution by XLA (what ``nn.Conv`` computes), differentiated by autodiff."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _transposed_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
+  # The input gradient of a 'SAME' convolution is the 'SAME' convolution of dy with the kernel
+  # flipped in space and with input/output channels swapped.
+  return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+
+
+@jax.custom_vjp
+def conv_hybrid(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """'SAME' convolution: XLA's forward pass and input gradient, the weight gradient from
+  im2col patches (XLA:CPU's own weight gradient is the slow part of its convolution)."""
+  return conv_xla(x, kernel)
+
+
+def _conv_hybrid_fwd(x, kernel):
+  return conv_xla(x, kernel), (x, kernel)
+
+
+def _conv_hybrid_bwd(residuals, dy):
+  x, kernel = residuals
+  dx = conv_xla(dy, _transposed_kernel(kernel).astype(dy.dtype))
+  return dx.astype(x.dtype), _kernel_grad(x, dy, kernel.shape).astype(kernel.dtype)
+
+
+conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
+
+STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla}
+# Where the im2col patches stop fitting the caches well (per image; measured on a 2-core AMD
+# EPYC, batch 16-64: at 32x32 im2col is fastest, at 96x96 it is not; experiments/RESULTS.md).
+LARGE_IMAGE_PIXELS = 64 * 64
+THIN_OUTPUT_CHANNELS = 16
+
+
+def choose_strategy(x_shape: tuple[int, ...], out_channels: int) -> str:
+  """The fastest of ``STRATEGIES`` for a 'SAME' convolution of an (N, H, W, C) input on
+  XLA:CPU, by shape: im2col at small images; at large ones XLA's forward pass and input
+  gradient ('hybrid'), or XLA throughout for thin outputs (e.g. the last layer to RGB), whose
+  im2col weight gradient is a skinny, memory-bound product."""
+  if x_shape[1] * x_shape[2] < LARGE_IMAGE_PIXELS:
+    return 'im2col'
+  return 'xla' if out_channels <= THIN_OUTPUT_CHANNELS else 'hybrid'
 
 
 def _phase_map(factor: int) -> np.ndarray:
@@ -91,13 +151,15 @@ def fuse_upsample_kernel(kernel: jnp.ndarray, factor: int) -> jnp.ndarray:
 class MatmulConv(nn.Module):
   """A drop-in for ``nn.Conv(features, (k, k), padding='SAME')`` (k odd) computed with matrix
   products; with ``upsample_input=f`` (3x3 only) it computes ``conv(upsample_nearest(x, f))``
-  at x's resolution."""
+  at x's resolution. ``strategy``: one of ``STRATEGIES``, or 'auto' to choose by shape
+  (``choose_strategy``, decided when the model is traced)."""
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   use_bias: bool = True
   dtype: Any = jnp.float32
   upsample_input: int = 1
   kernel_init: Any = nn.initializers.lecun_normal()
+  strategy: str = 'im2col'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -112,10 +174,16 @@ class MatmulConv(nn.Module):
     kernel = kernel.astype(self.dtype)
     factor = self.upsample_input
     if factor > 1:
+      kernel = fuse_upsample_kernel(kernel, factor)
+    strategy = self.strategy
+    if strategy == 'auto':
+      strategy = choose_strategy(x.shape, kernel.shape[-1])
+    if strategy not in STRATEGIES:
+      raise ValueError(f'strategy must be one of {sorted(STRATEGIES)} or auto, got {strategy!r}')
+    y = STRATEGIES[strategy](x, kernel)
+    if factor > 1:
       from flax_sr.models import pixel_shuffle  # models imports this module lazily
-      y = pixel_shuffle(conv_same(x, fuse_upsample_kernel(kernel, factor)), factor)
-    else:
-      y = conv_same(x, kernel)
+      y = pixel_shuffle(y, factor)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
                          ).astype(self.dtype)

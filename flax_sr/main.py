@@ -35,8 +35,9 @@ HELP = {
     'global_residual': 'predict the difference to the bicubic upscale of the input',
     'dtype': 'computation dtype: float32 or bfloat16 (parameters stay float32)',
     'conv_impl': 'convolutions: xla (flax.linen.Conv), matmul (im2col products with a custom '
-                 'VJP, the reference model\'s upsample folded in; 1.7-4.6x faster on CPU), or auto '
-                 '(matmul on CPU, xla on GPU/TPU)',
+                 'VJP, the reference model\'s upsample folded in; 1.7-4.6x faster on CPU), tuned '
+                 '(per layer shape: im2col, or XLA where faster), or auto (tuned on CPU, xla on '
+                 'GPU/TPU)',
     'batch_size': 'global batch size (split over devices)',
     'num_epochs': 'training epochs',
     'num_train_steps': 'training steps (overrides --num_epochs when set)',

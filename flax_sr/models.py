@@ -65,20 +65,22 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h * factor, w * factor, out_c)
 
 
-CONV_IMPLS = ('xla', 'matmul')
+CONV_IMPLS = ('xla', 'matmul', 'tuned')
 
 
 def make_conv(conv_impl: str, features: int, kernel_size: int = 3, *, name: str,
               use_bias: bool = True, dtype: Any = jnp.float32, upsample_input: int = 1,
               kernel_init=nn.initializers.lecun_normal()) -> nn.Module:
-  """A 'SAME' convolution: ``flax.linen.Conv`` ('xla') or the im2col ``fast_conv.MatmulConv``
-  ('matmul'; same parameters, same function). ``upsample_input=f`` convolves the nearest
-  upsample of the input; the matmul path does that at the input's resolution."""
-  if conv_impl == 'matmul':
+  """A 'SAME' convolution: ``flax.linen.Conv`` ('xla'), or ``fast_conv.MatmulConv`` with im2col
+  everywhere ('matmul') or a strategy chosen per layer shape ('tuned'; the fastest on XLA:CPU).
+  All have the same parameters and compute the same function. ``upsample_input=f`` convolves
+  the nearest upsample of the input; the fast_conv paths do that at the input's resolution."""
+  if conv_impl in ('matmul', 'tuned'):
     from flax_sr import fast_conv  # imported lazily: models' import stays light
     return fast_conv.MatmulConv(features, (kernel_size, kernel_size), use_bias=use_bias,
                                 dtype=dtype, upsample_input=upsample_input,
-                                kernel_init=kernel_init, name=name)
+                                kernel_init=kernel_init, name=name,
+                                strategy='im2col' if conv_impl == 'matmul' else 'auto')
   if conv_impl != 'xla':
     raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
   conv = nn.Conv(features, (kernel_size, kernel_size), padding='SAME', use_bias=use_bias,
@@ -109,7 +111,8 @@ class ReferenceSR(nn.Module):
     axis_name: a pmap/shard_map axis name; BatchNorm then normalises over the global batch.
     global_residual: add the bicubic upscale of the input to the output.
     dtype: computation dtype (e.g. bfloat16); parameters and BN statistics stay float32.
-    conv_impl: 'xla' (flax.linen.Conv) or 'matmul' (im2col convolution; see ``fast_conv``).
+    conv_impl: 'xla' (flax.linen.Conv), 'matmul' (im2col convolutions) or 'tuned' (per-layer
+      choice of im2col / XLA / hybrid by shape; see ``fast_conv``).
   """
   scale: int = 3
   upsample_factors: Sequence[int] | None = None

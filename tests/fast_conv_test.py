@@ -1,4 +1,5 @@
-"""The matmul convolution path against flax.linen.Conv: forward and gradients within 1e-5."""
+"""The fast_conv paths (im2col, hybrid, per-shape 'tuned') against flax.linen.Conv: forward
+and gradients within 1e-5."""
 
 import jax
 import jax.numpy as jnp
@@ -13,13 +14,14 @@ def rel_err(a, b):
   return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
+@pytest.mark.parametrize('strategy', sorted(fast_conv.STRATEGIES))
 @pytest.mark.parametrize('size, factor', [(3, 1), (3, 2), (3, 3), (5, 1)])
 @pytest.mark.parametrize('c_in, c_out', [(3, 8), (8, 3)])
-def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out):
+def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out, strategy):
   x = jax.random.normal(jax.random.key(0), (2, 7, 9, c_in))
   reference = nn.Conv(c_out, (size, size), padding='SAME')
   params = reference.init(jax.random.key(1), models.upsample_nearest(x, factor))
-  fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor)
+  fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor, strategy=strategy)
 
   def ref_fn(p, x):
     return reference.apply(p, models.upsample_nearest(x, factor))
@@ -58,6 +60,44 @@ def test_reference_model_same_with_either_implementation(factors):
   assert rel_err(y_fast, y_xla) < 1e-5
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
     assert rel_err(a, b) < 1e-5
+
+
+def test_choose_strategy_by_image_size_and_output_width():
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 64) == 'im2col'
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 3) == 'im2col'
+  assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'hybrid'
+  assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'xla'
+
+
+def test_tuned_reference_model_uses_every_strategy_and_matches_xla(monkeypatch):
+  # Early placement at 22x22 -> 66x66: block0 and the fused upsample run im2col at 22x22, the
+  # 24-channel convolutions at 66x66 run hybrid and the RGB head XLA.
+  used = []
+  choose = fast_conv.choose_strategy
+  monkeypatch.setattr(fast_conv, 'choose_strategy', lambda *a: used.append(choose(*a)) or used[-1])
+  x = jax.random.uniform(jax.random.key(0), (2, 22, 22, 3))
+  xla = models.ReferenceSR(scale=3, features=24, upsample_factors=(3, 1, 1, 1))
+  tuned = xla.clone(conv_impl='tuned')
+  variables = xla.init(jax.random.key(1), x)
+
+  def loss(model, params):
+    y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return jnp.mean(y**2), y
+
+  (_, y_xla), g_xla = jax.value_and_grad(lambda p: loss(xla, p), has_aux=True)(
+      variables['params'])
+  (_, y_tuned), g_tuned = jax.value_and_grad(lambda p: loss(tuned, p), has_aux=True)(
+      variables['params'])
+  assert set(used) == {'im2col', 'hybrid', 'xla'}
+  assert rel_err(y_tuned, y_xla) < 1e-5
+  for a, b in zip(jax.tree.leaves(g_tuned), jax.tree.leaves(g_xla)):
+    assert rel_err(a, b) < 1e-5
+
+
+def test_unknown_strategy_is_rejected():
+  conv = fast_conv.MatmulConv(4, strategy='winograd')
+  with pytest.raises(ValueError, match='strategy'):
+    conv.init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))
 
 
 @pytest.mark.parametrize('name, kwargs', [('espcn', {}), ('edsr', {'num_res_blocks': 2})])
