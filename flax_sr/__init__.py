@@ -13,16 +13,31 @@ caller's ``jax.jit``, ``jax.vmap`` and ``jax.grad``):
     flax_sr.psnr(sr, hr, shave=3, y_channel=True)
 """
 
-from flax_sr.config import Config, UserError
-from flax_sr.resize import bicubic_downscale, crop_to_multiple, imresize
-from flax_sr.metrics import psnr, rgb_to_y, ssim
-from flax_sr.models import EDSR, ESPCN, ReferenceSR, create_model, default_upsample_factors
-from flax_sr.train import (TrainState, create_train_state, degrade, eval_step, make_optimizer,
-                           model_from_config, train_step, upscale)
+import importlib
+from typing import Any
 
-__all__ = [
-    'Config', 'UserError', 'bicubic_downscale', 'crop_to_multiple', 'imresize', 'psnr',
-    'rgb_to_y', 'ssim', 'EDSR', 'ESPCN', 'ReferenceSR', 'create_model',
-    'default_upsample_factors', 'TrainState', 'create_train_state', 'degrade', 'eval_step',
-    'make_optimizer', 'model_from_config', 'train_step', 'upscale',
-]
+# Public names -> the module defining them. Imported on first use (PEP 562), so that
+# ``python -m flax_sr.<tool>`` starts without JAX and can re-execute itself cheaply (see
+# host_allocator) before the heavy imports.
+_EXPORTS = {
+    'config': ('Config', 'UserError'),
+    'resize': ('bicubic_downscale', 'crop_to_multiple', 'imresize'),
+    'metrics': ('psnr', 'rgb_to_y', 'ssim'),
+    'models': ('EDSR', 'ESPCN', 'ReferenceSR', 'create_model', 'default_upsample_factors'),
+    'train': ('TrainState', 'create_train_state', 'degrade', 'eval_step', 'make_optimizer',
+              'model_from_config', 'train_step', 'upscale'),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _MODULE_OF:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(f'flax_sr.{_MODULE_OF[name]}'), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))

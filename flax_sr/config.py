@@ -11,8 +11,6 @@ import json
 import math
 from typing import Any
 
-from flax_sr import models
-
 
 class UserError(Exception):
   """A problem with the user's input (options, files, data): reported in one line, exit 2."""
@@ -101,6 +99,7 @@ class Config:
     if self.input_size not in valid_sizes:
       raise UserError(f'--input_size {self.input_size} does not divide --hr_size '
                       f'{self.hr_size}; valid values: {", ".join(map(str, valid_sizes))}')
+    from flax_sr import models  # lazily: the CLI parses flags before importing JAX
     if self.model not in models.MODEL_NAMES:
       raise UserError(f'--model {self.model!r} is unknown; valid values: '
                       f'{", ".join(models.MODEL_NAMES)}')

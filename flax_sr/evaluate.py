@@ -17,6 +17,11 @@ import pathlib
 import sys
 from typing import Any, Callable
 
+if __name__ == '__main__':
+  # As a command: re-execute with the huge-page malloc before the heavy imports (cheap here).
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
+
 import jax
 import numpy as np
 
@@ -158,7 +163,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
   from flax_sr.main import run_cli
   sys.exit(run_cli(main))

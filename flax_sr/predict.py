@@ -18,6 +18,11 @@ import pathlib
 import sys
 import time
 
+if __name__ == '__main__':
+  # As a command: re-execute with the huge-page malloc before the heavy imports (cheap here).
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_hugepages()
+
 from flax_sr import input_pipeline
 from flax_sr import pictures
 from flax_sr.config import UserError
@@ -101,7 +106,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
   from flax_sr.main import run_cli
   sys.exit(run_cli(main))

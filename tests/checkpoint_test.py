@@ -111,7 +111,7 @@ def test_load_run_for_inference(trained_run):
 
 
 SLOW_RUN = ('--dataset', 'sample', '--input_size', '32', '--features', '8', '--batch_size', '8',
-            '--num_train_steps', '300', '--eval_every', '1000', '--eval_examples', '8',
+            '--num_train_steps', '150', '--eval_every', '1000', '--eval_examples', '8',
             '--log_every', '1', '--checkpoint_every', '1000')
 
 
@@ -145,14 +145,14 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
   assert process.returncode == 0, output
   assert 'Stopped by SIGTERM' in output and 'Resume with the same command' in output
   stopped_state, _ = restore_latest(tmp_path / 'interrupted')
-  assert 20 <= int(stopped_state.step) < 300
+  assert 20 <= int(stopped_state.step) < 150
   resumed = run_module('flax_sr.main', *SLOW_RUN, '--workdir', str(tmp_path / 'interrupted'))
   assert resumed.returncode == 0, resumed.stderr
   full = run_module('flax_sr.main', *SLOW_RUN, '--workdir', str(tmp_path / 'full'))
   assert full.returncode == 0, full.stderr
   a, _ = restore_latest(tmp_path / 'interrupted')
   b, _ = restore_latest(tmp_path / 'full')
-  assert int(a.step) == int(b.step) == 300
+  assert int(a.step) == int(b.step) == 150
   assert_states_equal(a, b)
 
 

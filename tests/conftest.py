@@ -3,12 +3,22 @@ tiny configurations and a helper to run the command-line tools in a subprocess."
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent XLA compilation cache for this test session, shared with the subprocesses the
+# tests start (they inherit the environment): the many runs of the same tiny models then
+# compile each program once. A fresh directory per session, so no stale entries are reused.
+_COMPILE_CACHE = tempfile.mkdtemp(prefix='flax_sr_tests_xla_cache_')
+atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
+os.environ['JAX_COMPILATION_CACHE_DIR'] = _COMPILE_CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
 
 import pytest
 

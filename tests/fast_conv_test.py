@@ -23,9 +23,11 @@ def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out, strategy):
   params = reference.init(jax.random.key(1), models.upsample_nearest(x, factor))
   fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor, strategy=strategy)
 
+  @jax.jit
   def ref_fn(p, x):
     return reference.apply(p, models.upsample_nearest(x, factor))
 
+  @jax.jit
   def fast_fn(p, x):
     return fast.apply(p, x)  # the same parameters: kernel (3, 3, c_in, c_out) and bias
 
@@ -53,9 +55,9 @@ def test_reference_model_same_with_either_implementation(factors):
     y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
     return jnp.mean(y**2), y
 
-  (l_xla, y_xla), g_xla = jax.value_and_grad(lambda p: loss(xla, p), has_aux=True)(
+  (l_xla, y_xla), g_xla = jax.jit(jax.value_and_grad(lambda p: loss(xla, p), has_aux=True))(
       variables['params'])
-  (l_fast, y_fast), g_fast = jax.value_and_grad(lambda p: loss(fast, p), has_aux=True)(
+  (l_fast, y_fast), g_fast = jax.jit(jax.value_and_grad(lambda p: loss(fast, p), has_aux=True))(
       variables['params'])
   assert rel_err(y_fast, y_xla) < 1e-5
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
@@ -84,9 +86,9 @@ def test_tuned_reference_model_uses_every_strategy_and_matches_xla(monkeypatch):
     y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
     return jnp.mean(y**2), y
 
-  (_, y_xla), g_xla = jax.value_and_grad(lambda p: loss(xla, p), has_aux=True)(
+  (_, y_xla), g_xla = jax.jit(jax.value_and_grad(lambda p: loss(xla, p), has_aux=True))(
       variables['params'])
-  (_, y_tuned), g_tuned = jax.value_and_grad(lambda p: loss(tuned, p), has_aux=True)(
+  (_, y_tuned), g_tuned = jax.jit(jax.value_and_grad(lambda p: loss(tuned, p), has_aux=True))(
       variables['params'])
   assert set(used) == {'im2col', 'hybrid', 'xla'}
   assert rel_err(y_tuned, y_xla) < 1e-5
@@ -107,11 +109,11 @@ def test_other_models_same_with_either_implementation(name, kwargs):
   fast = xla.clone(conv_impl='matmul')
   variables = xla.init(jax.random.key(1), x)
   loss = lambda model: lambda p: jnp.mean(model.apply({'params': p}, x) ** 2)
-  y_xla, y_fast = xla.apply(variables, x), fast.apply(variables, x)
+  y_xla, y_fast = jax.jit(xla.apply)(variables, x), jax.jit(fast.apply)(variables, x)
   assert y_xla.shape == (2, 18, 21, 3)
   assert rel_err(y_fast, y_xla) < 1e-5
-  g_xla = jax.grad(loss(xla))(variables['params'])
-  g_fast = jax.grad(loss(fast))(variables['params'])
+  g_xla = jax.jit(jax.grad(loss(xla)))(variables['params'])
+  g_fast = jax.jit(jax.grad(loss(fast)))(variables['params'])
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
     assert rel_err(a, b) < 1e-5
 
