@@ -43,3 +43,20 @@ def test_benchmark_quick_mode(tmp_path):
                         'gflops', 'torch_images_per_s', 'ratio_vs_torch'}
     assert row['images_per_s'] > 0 and row['torch_images_per_s'] is None
   assert 'input pipeline' in result.stdout and 'megapixels/s' in result.stdout
+
+
+@pytest.mark.slow
+def test_conv_layer_benchmark_quick_mode(tmp_path):
+  out = tmp_path / 'layers.json'
+  result = run_script(REPO / 'experiments' / 'bench_conv_layers.py', '--quick', '--output_json',
+                      out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads(out.read_text())
+  assert [r['layer'] for r in rows] == ['2,16,8,8', '2,64,8,3']
+  # The thin-output layer at a 64x64 image is one the policy gives to XLA.
+  assert [r['chosen'] for r in rows] == ['im2col', 'xla']
+  for row in rows:
+    assert all(row[f'{s}_ms'] > 0 for s in ('xla', 'im2col', 'hybrid'))
+    assert row['fastest'] in ('xla', 'im2col', 'hybrid')
+  bad = run_script(REPO / 'experiments' / 'bench_conv_layers.py', '--layers', '2,16,8')
+  assert bad.returncode == 2 and 'batch,image,c_in,c_out' in bad.stderr
