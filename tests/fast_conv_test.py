@@ -42,6 +42,22 @@ def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out, strategy):
     assert rel_err(a, b) < 1e-5
 
 
+def assert_reference_models_match(xla, other, variables, x):
+  """``other`` (another conv_impl of the same ReferenceSR) gives the XLA model's training-mode
+  outputs and parameter gradients within 1e-5."""
+  def loss(model, params):
+    y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return jnp.mean(y**2), y
+
+  results = [jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p), has_aux=True))(
+      variables['params']) for m in (xla, other)]
+  (_, y_xla), g_xla = results[0]
+  (_, y_other), g_other = results[1]
+  assert rel_err(y_other, y_xla) < 1e-5
+  for a, b in zip(jax.tree.leaves(g_other), jax.tree.leaves(g_xla)):
+    assert rel_err(a, b) < 1e-5
+
+
 @pytest.mark.parametrize('factors', [(1, 1, 1, 3), (3, 1, 1, 1), (1, 2, 1, 3)])
 def test_reference_model_same_with_either_implementation(factors):
   x = jax.random.uniform(jax.random.key(0), (2, 8, 10, 3))
@@ -50,18 +66,7 @@ def test_reference_model_same_with_either_implementation(factors):
   fast = xla.clone(conv_impl='matmul')
   variables = xla.init(jax.random.key(1), x)
   assert jax.tree.structure(fast.init(jax.random.key(1), x)) == jax.tree.structure(variables)
-
-  def loss(model, params):
-    y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return jnp.mean(y**2), y
-
-  (l_xla, y_xla), g_xla = jax.jit(jax.value_and_grad(lambda p: loss(xla, p), has_aux=True))(
-      variables['params'])
-  (l_fast, y_fast), g_fast = jax.jit(jax.value_and_grad(lambda p: loss(fast, p), has_aux=True))(
-      variables['params'])
-  assert rel_err(y_fast, y_xla) < 1e-5
-  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
-    assert rel_err(a, b) < 1e-5
+  assert_reference_models_match(xla, fast, variables, x)
 
 
 def test_choose_strategy_by_image_size_and_output_width():
@@ -81,19 +86,8 @@ def test_tuned_reference_model_uses_every_strategy_and_matches_xla(monkeypatch):
   xla = models.ReferenceSR(scale=3, features=24, upsample_factors=(3, 1, 1, 1))
   tuned = xla.clone(conv_impl='tuned')
   variables = xla.init(jax.random.key(1), x)
-
-  def loss(model, params):
-    y, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return jnp.mean(y**2), y
-
-  (_, y_xla), g_xla = jax.jit(jax.value_and_grad(lambda p: loss(xla, p), has_aux=True))(
-      variables['params'])
-  (_, y_tuned), g_tuned = jax.jit(jax.value_and_grad(lambda p: loss(tuned, p), has_aux=True))(
-      variables['params'])
+  assert_reference_models_match(xla, tuned, variables, x)
   assert set(used) == {'im2col', 'hybrid', 'xla'}
-  assert rel_err(y_tuned, y_xla) < 1e-5
-  for a, b in zip(jax.tree.leaves(g_tuned), jax.tree.leaves(g_xla)):
-    assert rel_err(a, b) < 1e-5
 
 
 def test_unknown_strategy_is_rejected():
