@@ -67,9 +67,8 @@ def _conv_same_bwd(residuals, dy):
   x, kernel = residuals
   size, c_in, c_out = kernel.shape[0], kernel.shape[2], kernel.shape[3]
   d_kernel = _kernel_grad(x, dy, kernel.shape)
-  # Input gradient: the transposed 'SAME' convolution is a 'SAME' convolution of dy with the
-  # kernel flipped in space and transposed in channels. As one more im2col product it avoids
-  # autodiff's scatter-add of a k*k times larger tensor back over the shifts.
+  # Input gradient as one more im2col product (see _transposed_kernel): it avoids autodiff's
+  # scatter-add of a k*k times larger tensor back over the shifts.
   flipped = _transposed_kernel(kernel).reshape(size * size * c_out, c_in)
   dx = jnp.dot(im2col(dy, size), flipped)
   return dx.astype(x.dtype), d_kernel.astype(kernel.dtype)
@@ -110,8 +109,8 @@ def _conv_hybrid_bwd(residuals, dy):
 conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
 
 STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla}
-# Where the im2col patches stop fitting the caches well (per image; measured on a 2-core AMD
-# EPYC, batch 16-64: at 32x32 im2col is fastest, at 96x96 it is not; experiments/RESULTS.md).
+# Thresholds measured on a 2-core AMD EPYC, batch 16-64 (experiments/RESULTS.md, section 4):
+# whole training steps are fastest with im2col at 32x32 images, with hybrid/XLA at 96x96.
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
 
