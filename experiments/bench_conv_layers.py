@@ -7,7 +7,8 @@
 
 A layer is ``batch,image,c_in,c_out`` (a 3x3 'SAME' convolution of a (batch, image, image,
 c_in) input). Each row times the gradient of the layer with respect to its input and kernel
-(what a training step computes) with XLA's convolution, im2col products and the hybrid, and
+(what a training step computes) with XLA's convolution, im2col products, the hybrid and
+Winograd, and
 names the strategy ``fast_conv.choose_strategy`` picks for that shape, so the thresholds in
 ``flax_sr/fast_conv.py`` can be checked on another machine. Each layer's strategies are
 compiled and warmed up, then each is timed ``--repeats`` times; the median is reported.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 if __name__ == '__main__':
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
+  host_allocator.reexec_with_fast_malloc()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -38,7 +38,7 @@ def default_data_dir(dataset: str) -> str | None:
 
 def run(name: str, recipe: dict, argv=None, eval_data_dir: str | None = None) -> dict:
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()  # run() is only called from __main__ blocks
+  host_allocator.reexec_with_fast_malloc()  # run() is only called from __main__ blocks
   parser = argparse.ArgumentParser(prog=f'python experiments/{name}.py',
                                    description=f'experiment {name}: {recipe}')
   parser.add_argument('--workdir', required=True)

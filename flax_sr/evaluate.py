@@ -18,9 +18,9 @@ import sys
 from typing import Any, Callable
 
 if __name__ == '__main__':
-  # As a command: re-execute with the huge-page malloc before the heavy imports (cheap here).
+  # As a command: re-execute with the fast malloc before the heavy imports (cheap here).
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
+  host_allocator.reexec_with_fast_malloc()
 
 import jax
 import numpy as np

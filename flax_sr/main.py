@@ -36,8 +36,8 @@ HELP = {
     'dtype': 'computation dtype: float32 or bfloat16 (parameters stay float32)',
     'conv_impl': 'convolutions: xla (flax.linen.Conv), matmul (im2col products with a custom '
                  'VJP, the reference model\'s upsample folded in; 1.7-4.6x faster on CPU), tuned '
-                 '(per layer shape: im2col, or XLA where faster), or auto (tuned on CPU, xla on '
-                 'GPU/TPU)',
+                 '(per layer shape: Winograd F(2x2,3x3), or XLA where faster), or auto (tuned on '
+                 'CPU, xla on GPU/TPU)',
     'batch_size': 'global batch size (split over devices)',
     'num_epochs': 'training epochs',
     'num_train_steps': 'training steps (overrides --num_epochs when set)',
@@ -139,5 +139,5 @@ def main(argv=None) -> int:
 
 if __name__ == '__main__':
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
+  host_allocator.reexec_with_fast_malloc()
   sys.exit(run_cli(main))

@@ -19,9 +19,9 @@ import sys
 import time
 
 if __name__ == '__main__':
-  # As a command: re-execute with the huge-page malloc before the heavy imports (cheap here).
+  # As a command: re-execute with the fast malloc before the heavy imports (cheap here).
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
+  host_allocator.reexec_with_fast_malloc()
 
 from flax_sr import input_pipeline
 from flax_sr import pictures
