@@ -7,11 +7,12 @@
     python experiments/bench.py --dtype float32 bfloat16 --batch 64 256 --output_json out.json
 
 Training rows: images/s is the batch over the median step time of at least ``--steps`` steps
-after warm-up (compile time reported separately); GFLOP/s counts the compiled step's FLOPs (XLA
-cost analysis: forward, backward and Adam) and is also given as a fraction of this machine's
+after warm-up (compile time reported separately); GFLOP/s counts the model's FLOPs per step (XLA
+cost analysis of the step with direct convolutions: forward, backward and Adam; Winograd's
+saved multiplications count as speed) and is also given as a fraction of this machine's
 float32 matmul rate. With ``--vs-torch`` the PyTorch peer (../shared/peers/torch_seed_bench.py)
 runs the same reference-model configuration in the same run, alternating with ours, and the
-ratio is ours / torch. "torch" runs with the huge-page malloc our entry points use
+ratio is ours / torch. "torch" runs with the fast malloc our entry points use
 (flax_sr.host_allocator), "torch*" with glibc's default; both ratios are printed.
 """
 
@@ -86,13 +87,18 @@ def time_steps(run, steps: int, warmup: int) -> tuple[float, float]:
 
 
 def step_flops(state, hr: np.ndarray) -> float | None:
-  """FLOPs of one training step as XLA:CPU counts them (forward, backward, Adam). Counted on
-  the CPU backend everywhere: on GPUs the cuDNN convolutions are custom calls that XLA's cost
-  analysis leaves out."""
+  """The model's FLOPs for one training step (forward, backward, Adam): XLA:CPU's count for
+  the same step with direct convolutions (``conv_impl='xla'``), so that Winograd's saved
+  multiplications show as a higher rate rather than fewer FLOPs. Counted on the CPU backend
+  everywhere: on GPUs the cuDNN convolutions are custom calls that XLA's cost analysis leaves
+  out."""
   cpu = jax.devices('cpu')[0]
+  model = state.model
+  if hasattr(model, 'conv_impl'):
+    model = model.clone(conv_impl='xla')
   try:
     with jax.default_device(cpu):
-      host_state = jax.device_put(jax.device_get(state), cpu)
+      host_state = jax.device_put(jax.device_get(state), cpu).replace(model=model)
       lowered = jax.jit(train_lib.train_step).lower(host_state, {'hr': jax.device_put(hr, cpu)})
       cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -142,13 +148,14 @@ def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, ste
 
 
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
-              warmup: int, hugepages: bool) -> float | None:
-  """The PyTorch peer's images/s; ``hugepages`` gives it the huge-page malloc our own entry
+              warmup: int, fast_malloc: bool) -> float | None:
+  """The PyTorch peer's images/s; ``fast_malloc`` gives it the malloc tunables our own entry
   points use (flax_sr.host_allocator), else glibc's default."""
   spec = f'{input_size}:{",".join(map(str, factors))}'
   command = [torch_python, str(TORCH_PEER), '--sizes', str(input_size), '--batch', str(batch),
              '--steps', str(steps), '--warmup', str(warmup), '--factors', spec]
-  env = host_allocator.set_hugepage_tunable(dict(os.environ), hugepages)
+  env = host_allocator.set_malloc_tunables(
+      dict(os.environ), host_allocator.fast_malloc_tunables(), fast_malloc)
   result = subprocess.run(command, capture_output=True, text=True, env=env)
   match = re.search(r'([\d.]+) images/s', result.stdout)
   if not match:
@@ -280,21 +287,21 @@ def main(argv=None) -> int:
                           extra)
         row['conv_impl'] = extra.get('conv_impl')
         if args.vs_torch and name == 'reference' and dtype == 'float32' and not args.quick:
-          # Alternate ours and torch (with glibc's default malloc, and with the huge-page
-          # malloc ours runs with), twice, so drift on a shared machine hits every column.
-          ours, torch_huge, torch_default = [row['images_per_s']], [], []
+          # Alternate ours and torch (with glibc's default malloc, and with the fast malloc
+          # ours runs with), twice, so drift on a shared machine hits every column.
+          ours, torch_same, torch_default = [row['images_per_s']], [], []
           for round_ in range(2):
             if round_:
               ours.append(bench_train(name, size, factors, batch, dtype, args.steps,
                                       args.warmup, features, extra)['images_per_s'])
-            for hugepages, rates in ((True, torch_huge), (False, torch_default)):
+            for fast_malloc, rates in ((True, torch_same), (False, torch_default)):
               rate = run_torch(args.torch_python, size, row['factors'], batch, args.steps,
-                               args.warmup, hugepages)
+                               args.warmup, fast_malloc)
               if rate:
                 rates.append(rate)
           row['images_per_s'] = statistics.mean(ours)
-          if torch_huge:
-            row['torch_images_per_s'] = statistics.mean(torch_huge)
+          if torch_same:
+            row['torch_images_per_s'] = statistics.mean(torch_same)
             row['ratio_vs_torch'] = row['images_per_s'] / row['torch_images_per_s']
           if torch_default:
             row['torch_default_malloc_images_per_s'] = statistics.mean(torch_default)
@@ -335,5 +342,5 @@ def main(argv=None) -> int:
 
 if __name__ == '__main__':
   from flax_sr import host_allocator
-  host_allocator.reexec_with_hugepages()
+  host_allocator.reexec_with_fast_malloc()
   sys.exit(main())

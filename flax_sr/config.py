@@ -73,8 +73,8 @@ class Config:
     return kwargs
 
   def resolved_conv_impl(self) -> str:
-    """'auto' is the 'tuned' convolution on CPU (im2col products, or XLA where that is faster,
-    chosen per layer shape; several times faster there than XLA:CPU's convolution alone) and
+    """'auto' is the 'tuned' convolution on CPU (Winograd, or XLA where that is faster, chosen
+    per layer shape; several times faster there than XLA:CPU's convolution alone) and
     XLA's own (cuDNN) on accelerators. All compute the same function with the same
     parameters, so a checkpoint from one runs with the other."""
     if self.conv_impl != 'auto':

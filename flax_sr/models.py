@@ -72,7 +72,8 @@ def make_conv(conv_impl: str, features: int, kernel_size: int = 3, *, name: str,
               use_bias: bool = True, dtype: Any = jnp.float32, upsample_input: int = 1,
               kernel_init=nn.initializers.lecun_normal()) -> nn.Module:
   """A 'SAME' convolution: ``flax.linen.Conv`` ('xla'), or ``fast_conv.MatmulConv`` with im2col
-  everywhere ('matmul') or a strategy chosen per layer shape ('tuned'; the fastest on XLA:CPU).
+  everywhere ('matmul') or a strategy chosen per layer shape ('tuned': Winograd, or XLA for thin
+  outputs at large images; the fastest on XLA:CPU).
   All have the same parameters and compute the same function. ``upsample_input=f`` convolves
   the nearest upsample of the input; the fast_conv paths do that at the input's resolution."""
   if conv_impl in ('matmul', 'tuned'):
@@ -112,7 +113,7 @@ class ReferenceSR(nn.Module):
     global_residual: add the bicubic upscale of the input to the output.
     dtype: computation dtype (e.g. bfloat16); parameters and BN statistics stay float32.
     conv_impl: 'xla' (flax.linen.Conv), 'matmul' (im2col convolutions) or 'tuned' (per-layer
-      choice of im2col / XLA / hybrid by shape; see ``fast_conv``).
+      choice by shape, mostly Winograd; see ``fast_conv``).
   """
   scale: int = 3
   upsample_factors: Sequence[int] | None = None

@@ -1,5 +1,5 @@
-"""The fast_conv paths (im2col, hybrid, per-shape 'tuned') against flax.linen.Conv: forward
-and gradients within 1e-5."""
+"""The fast_conv paths (im2col, hybrid, Winograd, per-shape 'tuned') against flax.linen.Conv:
+forward and gradients within 1e-5."""
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +18,15 @@ def rel_err(a, b):
 @pytest.mark.parametrize('size, factor', [(3, 1), (3, 2), (3, 3), (5, 1)])
 @pytest.mark.parametrize('c_in, c_out', [(3, 8), (8, 3)])
 def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out, strategy):
+  # 7 x 9: odd sizes, which Winograd's 2x2 output tiles pad.
   x = jax.random.normal(jax.random.key(0), (2, 7, 9, c_in))
   reference = nn.Conv(c_out, (size, size), padding='SAME')
   params = reference.init(jax.random.key(1), models.upsample_nearest(x, factor))
   fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor, strategy=strategy)
+  if strategy == 'winograd' and size != 3:
+    with pytest.raises(ValueError, match='3x3'):
+      fast.apply(params, x)
+    return
 
   @jax.jit
   def ref_fn(p, x):
@@ -69,16 +74,38 @@ def test_reference_model_same_with_either_implementation(factors):
   assert_reference_models_match(xla, fast, variables, x)
 
 
-def test_choose_strategy_by_image_size_and_output_width():
-  assert fast_conv.choose_strategy((64, 32, 32, 64), 64) == 'im2col'
-  assert fast_conv.choose_strategy((64, 32, 32, 64), 3) == 'im2col'
-  assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'hybrid'
+def test_choose_strategy_by_image_size_output_width_and_kernel_size():
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 64) == 'winograd'
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 3) == 'winograd'
+  assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'winograd'
   assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'xla'
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 64, kernel_size=5) == 'im2col'
+  assert fast_conv.choose_strategy((16, 96, 96, 64), 64, kernel_size=5) == 'hybrid'
+  assert fast_conv.choose_strategy((16, 96, 96, 48), 3, kernel_size=5) == 'xla'
 
 
-def test_tuned_reference_model_uses_every_strategy_and_matches_xla(monkeypatch):
-  # Early placement at 22x22 -> 66x66: block0 and the fused upsample run im2col at 22x22, the
-  # 24-channel convolutions at 66x66 run hybrid and the RGB head XLA.
+def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap():
+  keys = jax.random.split(jax.random.key(3), 3)
+  for shape in [(3, 12, 16, 16), (2, 11, 5, 6), (1, 1, 2, 4)]:
+    x = jax.random.normal(keys[0], shape)
+    kernel = jax.random.normal(keys[1], (3, 3, shape[-1], 10))
+    cotangent = jax.random.normal(keys[2], shape[:3] + (10,))
+    y, vjp = jax.vjp(jax.jit(fast_conv.conv_winograd), x, kernel)
+    y_ref, vjp_ref = jax.vjp(fast_conv.conv_xla, x, kernel)
+    assert rel_err(y, y_ref) < 1e-5
+    for a, b in zip(vjp(cotangent), vjp_ref(cotangent)):
+      assert rel_err(a, b) < 1e-5
+  # A batch of kernels under vmap: each result is its own convolution.
+  x = jax.random.normal(keys[0], (2, 6, 7, 6))
+  kernels = jax.random.normal(keys[1], (4, 3, 3, 6, 5))
+  batched = jax.vmap(fast_conv.conv_winograd, in_axes=(None, 0))(x, kernels)
+  for i in range(4):
+    assert rel_err(batched[i], fast_conv.conv_xla(x, kernels[i])) < 1e-5
+
+
+def test_tuned_reference_model_matches_xla(monkeypatch):
+  # Early placement at 22x22 -> 66x66: block0 and the fused upsample run Winograd at 22x22, so
+  # do the 24-channel convolutions at 66x66; the RGB head at 66x66 runs XLA.
   used = []
   choose = fast_conv.choose_strategy
   monkeypatch.setattr(fast_conv, 'choose_strategy', lambda *a: used.append(choose(*a)) or used[-1])
@@ -87,11 +114,11 @@ def test_tuned_reference_model_uses_every_strategy_and_matches_xla(monkeypatch):
   tuned = xla.clone(conv_impl='tuned')
   variables = xla.init(jax.random.key(1), x)
   assert_reference_models_match(xla, tuned, variables, x)
-  assert set(used) == {'im2col', 'hybrid', 'xla'}
+  assert set(used) == {'winograd', 'xla'}
 
 
 def test_unknown_strategy_is_rejected():
-  conv = fast_conv.MatmulConv(4, strategy='winograd')
+  conv = fast_conv.MatmulConv(4, strategy='fft')
   with pytest.raises(ValueError, match='strategy'):
     conv.init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))
 
