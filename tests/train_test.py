@@ -175,3 +175,29 @@ def test_self_ensemble_is_equivariant_to_flips_and_rotations():
   y = jax.jit(ensemble)(x)
   assert y.shape == (1, 12, 12, 3)
   assert float(jnp.abs(y - plain(x)).mean()) < float(jnp.abs(plain(x)).mean())
+
+
+@pytest.mark.parametrize('conv_impl', ['xla', 'tuned'])
+def test_bfloat16_activations_with_float32_parameters_statistics_and_loss(conv_impl):
+  """--dtype bfloat16: the network computes in bf16; parameters, optimizer state, BatchNorm
+  statistics and the loss stay float32, and the loss is the float32 model's within bf16
+  rounding."""
+  half = tiny_state(features=16, conv_impl=conv_impl, dtype=jnp.bfloat16)
+  full = tiny_state(features=16, conv_impl=conv_impl)
+  variables = {'params': half.params, 'batch_stats': half.batch_stats}
+  lr = flax_sr.degrade(random_hr(), 3)
+  y, inner = half.model.apply(variables, lr.astype(jnp.float32) / 255,
+                              capture_intermediates=True, mutable=['intermediates'])
+  assert inner['intermediates']['block0_bn']['__call__'][0].dtype == jnp.bfloat16
+  assert y.dtype == jnp.float32  # the output is cast back for a float32 loss
+  batch = {'hr': random_hr()}
+  new_half, metrics_half = jax.jit(train.train_step)(half, batch)
+  _, metrics_full = jax.jit(train.train_step)(full, batch)
+  for tree in (new_half.params, new_half.batch_stats, new_half.opt_state):
+    assert {leaf.dtype for leaf in jax.tree.leaves(tree) if leaf.ndim} == {jnp.dtype('float32')}
+  assert metrics_half['loss'].dtype == jnp.float32
+  loss_half, loss_full = float(metrics_half['loss']), float(metrics_full['loss'])
+  assert abs(loss_half - loss_full) < 0.02 * loss_full, (loss_half, loss_full)
+  # The update moved the float32 parameters.
+  assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(half.params),
+                                                    jax.tree.leaves(new_half.params)))
