@@ -2,8 +2,9 @@
 
 EDSR-lite (8 residual blocks, 48 channels, pixel shuffle) with global residual learning, L1,
 Adam 2e-3 with warm-up + cosine decay, batch 16 of random 96x96 HR crops (32x32 LR) with
-flips/rot90, weight EMA. 3,400 steps: what the 2-core development CPU trains in about 60
-minutes (``--train_minutes 60`` caps it there). The recipe was picked by running candidates at
+flips/rot90, weight EMA. 3,400 steps: what the 2-core development CPU trained in about 60
+minutes with im2col convolutions; with Winograd (the CPU default since) about 31 minutes, and
+4,500 steps did not score higher (RESULTS.md, section 3b). ``--train_minutes 60`` caps it. The recipe was picked by running candidates at
 their 60-CPU-minute step counts on a GPU (``experiments/device_check.sh t91sweep``; RESULTS.md).
 ``--data_dir`` is the T91 folder and ``--eval_data_dir`` the Set5 folder (defaults: the copies
 in ../shared/data/sr).
