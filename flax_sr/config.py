@@ -26,6 +26,8 @@ class Config:
   input_size: int = 32              # LR training size; scale = hr_size / input_size
   augment: bool = False             # random flips and 90-degree rotations
   patches_per_image: int = 16       # folder dataset: random crops per image per epoch
+  crops_by_area: bool = False       # folder dataset: crops per image in proportion to its area
+  image_scales: tuple[float, ...] = (1.0,)  # folder dataset: also train on downscaled copies
   eval_examples: int | None = None  # limit the evaluation set (None: all of it)
   # Model.
   model: str = 'reference'
@@ -89,6 +91,8 @@ class Config:
   def from_dict(cls, values: dict[str, Any]) -> 'Config':
     known = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in values.items() if k in known}
+    if values.get('image_scales') is not None:
+      values['image_scales'] = tuple(values['image_scales'])
     if values.get('upsample_factors') is not None:
       values['upsample_factors'] = tuple(values['upsample_factors'])
     return cls(**values)
@@ -132,6 +136,9 @@ class Config:
       value = getattr(self, name)
       if (value is not None or name in positive) and value < 1:
         raise UserError(f'--{name} must be a positive integer, got {value}')
+    if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
+      raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '
+                      f'{",".join(map(str, self.image_scales))}')
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
     if not 0.0 <= self.ema_decay < 1.0:

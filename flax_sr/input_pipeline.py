@@ -66,32 +66,68 @@ class ArraySource:
 
 
 class FolderSource:
-  """HR images of any size (a folder): training takes random ``crop_size`` crops of them."""
+  """HR images of any size (a folder): training takes random ``crop_size`` crops of them.
+
+  Each epoch draws ``patches_per_image`` crops per image on average. By default every image
+  gives the same number (as BasicSR samples); with ``crops_by_area`` each image gives crops in
+  proportion to its area, so a large photo is not seen as often as a thumbnail would be.
+  """
 
   def __init__(self, images: Sequence[np.ndarray], names: Sequence[str], crop_size: int,
-               patches_per_image: int, name: str):
+               patches_per_image: int, name: str, crops_by_area: bool = False):
     self.image_list = list(images)
     self.names = list(names)
     self.crop_size = crop_size
     self.patches_per_image = patches_per_image
     self.name = name
+    count = len(self.image_list)
+    if crops_by_area:
+      areas = np.array([image.shape[0] * image.shape[1] for image in self.image_list], np.float64)
+      crops = np.maximum(1, np.round(areas / areas.mean() * patches_per_image)).astype(np.int64)
+      self._image_of_example = np.repeat(np.arange(count), crops)
+    else:
+      self._image_of_example = np.arange(count * patches_per_image) % count
 
   def __len__(self) -> int:
     return len(self.image_list)
 
   @property
   def examples_per_epoch(self) -> int:
-    return len(self.image_list) * self.patches_per_image
+    return len(self._image_of_example)
 
   def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
     size = self.crop_size
     batch = np.empty((len(order), size, size, 3), np.uint8)
-    for i, index in enumerate(order % len(self.image_list)):
+    for i, index in enumerate(self._image_of_example[order]):
       image = self.image_list[index]
       top = rng.integers(0, image.shape[0] - size + 1)
       left = rng.integers(0, image.shape[1] - size + 1)
       batch[i] = image[top:top + size, left:left + size]
     return augment_batch(batch, rng) if augment else batch
+
+
+def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
+                           scales: Sequence[float], min_size: int
+                           ) -> tuple[list[np.ndarray], list[str]]:
+  """The images plus copies downscaled by each factor in ``scales`` below 1 (bicubic with
+  antialiasing), the augmentation SRCNN, FSRCNN and VDSR apply to small training sets like T91:
+  the same content at other scales teaches the network more than repeating it. Copies smaller
+  than ``min_size`` on a side are left out."""
+  from PIL import Image
+  out_images, out_names = [], []
+  for image, name in zip(images, names):
+    for scale in sorted(set(scales), reverse=True):
+      if scale >= 1.0:
+        out_images.append(image)
+        out_names.append(name)
+        continue
+      height, width = (round(n * scale) for n in image.shape[:2])
+      if min(height, width) < min_size:
+        continue
+      copy = Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC)
+      out_images.append(np.asarray(copy, dtype=np.uint8))
+      out_names.append(f'{name}@{scale:g}')
+  return out_images, out_names
 
 
 def augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -380,8 +416,10 @@ def make_train_source(config, progress=None):
   if config.dataset == 'sample':
     return load_sample('train')
   images, names = load_folder_images(config.data_dir, min_size=config.hr_size)
+  if tuple(config.image_scales) != (1.0,):
+    images, names = with_downscaled_copies(images, names, config.image_scales, config.hr_size)
   return FolderSource(images, names, config.hr_size, config.patches_per_image,
-                      f'folder {config.data_dir}')
+                      f'folder {config.data_dir}', crops_by_area=config.crops_by_area)
 
 
 class EvalSet:

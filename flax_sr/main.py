@@ -25,6 +25,10 @@ HELP = {
     'input_size': 'LR input size; the scale is hr_size / input_size (16 -> x6, 32 -> x3)',
     'augment': 'random flips and 90-degree rotations of training images',
     'patches_per_image': 'folder dataset: random HR crops per image per epoch',
+    'crops_by_area': 'folder dataset: draw crops from each image in proportion to its area '
+                     '(default: the same number from every image)',
+    'image_scales': 'folder dataset: train on each image at these scales, e.g. 1,0.9,0.8,0.7,0.6 '
+                    '(downscaled copies, the SRCNN/VDSR augmentation of T91)',
     'eval_examples': 'evaluate on the first N images only (quick runs)',
     'model': 'network: reference (the original design), espcn, edsr',
     'features': 'channels per convolution (default: the model\'s own, 64)',
@@ -78,6 +82,13 @@ def parse_int_list(text: str) -> tuple[int, ...]:
     raise argparse.ArgumentTypeError(f'expected comma-separated integers like 1,1,1,3, got {text!r}')
 
 
+def parse_float_list(text: str) -> tuple[float, ...]:
+  try:
+    return tuple(float(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected comma-separated numbers like 1,0.8,0.6, got {text!r}')
+
+
 def add_config_flags(parser: argparse.ArgumentParser, defaults: Config | None = None):
   """One flag per ``Config`` field, typed from its default."""
   defaults = defaults or Config()
@@ -86,6 +97,8 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config | None = 
     kwargs = {'default': default, 'help': HELP.get(field.name, '') + f' (default: {default})'}
     if field.name == 'upsample_factors':
       kwargs['type'] = parse_int_list
+    elif field.name == 'image_scales':
+      kwargs['type'] = parse_float_list
     elif isinstance(default, bool):
       kwargs.update(type=parse_bool, nargs='?', const=True, metavar='BOOL')
     elif field.name in ('num_train_steps', 'eval_every', 'eval_batch_size', 'eval_examples',

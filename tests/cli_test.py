@@ -27,6 +27,7 @@ def one_line_error(result):
     (('--input_size', '16', '--upsample_factors', '3,2'), 'must be 4 positive integers'),
     (('--model', 'vdsr'), 'valid values: reference, espcn, edsr'),
     (('--dataset', 'folder'), '--dataset folder needs --data_dir'),
+    (('--image_scales', '1,0'), '--image_scales must be factors in (0, 1]'),
 ])
 def test_main_rejects_bad_options_in_one_line(args, expected, tmp_path):
   message = one_line_error(run_module('flax_sr.main', '--workdir', str(tmp_path), *args))
@@ -38,7 +39,7 @@ def test_main_help_explains_options():
   assert result.returncode == 0
   for flag in ('--input_size', '--workdir', '--data_dir', '--dataset', '--batch_size',
                '--num_epochs', '--num_train_steps', '--eval_every', '--learning_rate', '--seed',
-               '--upsample_factors'):
+               '--upsample_factors', '--image_scales', '--crops_by_area'):
     assert flag in result.stdout
 
 

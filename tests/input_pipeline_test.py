@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from flax_sr import input_pipeline, parallel
-from flax_sr.config import Config
+from flax_sr.config import Config, UserError
 
 
 def take(stream, n):
@@ -162,3 +162,51 @@ def test_sample_needs_no_network(monkeypatch):
   assert train.images.std() > 30
   stream = input_pipeline.TrainStream(train, 16, seed=0)
   assert take(stream, 1)[0][0]['hr'].shape == (16, 96, 96, 3)
+
+
+def test_crops_by_area_follow_image_area():
+  # Each image is one flat colour, so a crop tells which image it came from.
+  big = np.full((400, 300, 3), 200, np.uint8)     # 120,000 px: 12x the small one
+  small = np.full((100, 100, 3), 10, np.uint8)
+  uniform = input_pipeline.FolderSource([big, small], ['big', 'small'], 96, 8, 'two')
+  by_area = input_pipeline.FolderSource([big, small], ['big', 'small'], 96, 8, 'two',
+                                        crops_by_area=True)
+
+  def share_from_big(source):
+    crops = source.gather(np.arange(source.examples_per_epoch), np.random.default_rng(0), False)
+    return np.mean(crops[:, 0, 0, 0] == 200)
+
+  assert uniform.examples_per_epoch == 16 and share_from_big(uniform) == 0.5
+  # Areas 12:1 around a mean of 8 crops per image: round(8 * 24/13) = 15 and round(8 * 2/13) = 1.
+  assert by_area.examples_per_epoch == 16
+  assert share_from_big(by_area) == 15 / 16
+
+
+def test_downscaled_copies_for_scale_augmentation():
+  ramp = np.broadcast_to(np.linspace(0, 255, 200)[None, :, None], (150, 200, 3)).astype(np.uint8)
+  images, names = input_pipeline.with_downscaled_copies([ramp], ['ramp.png'], (1.0, 0.8, 0.5),
+                                                        min_size=96)
+  # 0.5 would be 75x100 px, smaller than a 96 px crop: left out.
+  assert names == ['ramp.png', 'ramp.png@0.8']
+  assert images[0] is ramp and images[1].shape == (120, 160, 3) and images[1].dtype == np.uint8
+  # A linear ramp stays a ramp over the same range: bicubic, not a crop or a nearest pick.
+  row = images[1][60, :, 0].astype(float)
+  assert abs(row[0] - 0) <= 3 and abs(row[-1] - 255) <= 3
+  np.testing.assert_allclose(np.diff(row[5:-5]), 255 / 159, atol=1.0)
+
+
+def test_folder_config_with_scale_augmentation(tmp_path):
+  folder = tmp_path / 'hr'
+  folder.mkdir()
+  for name, size in (('a.png', (200, 160)), ('b.png', (100, 100))):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, size + (3,), np.uint8)).save(
+        folder / name)
+  config = Config(dataset='folder', data_dir=str(folder), image_scales=(1.0, 0.6),
+                  crops_by_area=True, patches_per_image=4).validate()
+  source = input_pipeline.make_train_source(config)
+  # b.png at 0.6 (60x60) is too small for a 96 px crop; a.png at 0.6 is 120x96.
+  assert source.names == ['a.png', 'a.png@0.6', 'b.png']
+  assert [im.shape[:2] for im in source.image_list] == [(200, 160), (120, 96), (100, 100)]
+  for bad in ((), (1.0, 0.0), (1.5,)):
+    with pytest.raises(UserError, match='--image_scales'):
+      Config(dataset='folder', data_dir=str(folder), image_scales=bad).validate()
