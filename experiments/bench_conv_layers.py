@@ -8,8 +8,7 @@
 A layer is ``batch,image,c_in,c_out`` (a 3x3 'SAME' convolution of a (batch, image, image,
 c_in) input). Each row times the gradient of the layer with respect to its input and kernel
 (what a training step computes) with XLA's convolution, im2col products, the hybrid and
-Winograd, and
-names the strategy ``fast_conv.choose_strategy`` picks for that shape, so the thresholds in
+Winograd F(2x2) and F(4x4), and names the strategy ``fast_conv.choose_strategy`` picks for that shape, so the thresholds in
 ``flax_sr/fast_conv.py`` can be checked on another machine. Each layer's strategies are
 compiled and warmed up, then each is timed ``--repeats`` times; the median is reported.
 Single-layer times guide the policy; the training-step benchmark (bench.py) is the arbiter.
@@ -37,11 +36,13 @@ import jax.numpy as jnp  # noqa: E402
 
 from flax_sr import fast_conv  # noqa: E402
 
-# The layers of the benchmarked models (bench.py): EDSR-lite at batch 16 (body, x3 upsampler,
-# tail at 96x96) and the reference model at batch 64 (32x32 and 96x96 bodies, the fused x3
-# upsample to the RGB head at 32x32, the RGB head at 96x96 of the early placement).
-MODEL_LAYERS = ('16,32,48,48', '16,32,48,432', '16,96,48,3',
-                '64,32,64,64', '64,32,64,27', '64,48,64,64', '64,96,64,64', '64,96,64,3')
+# The layers of the benchmarked models (bench.py) and of t91_x3.py: EDSR-lite 48 and 64 wide
+# at batch 16 (body, x3 upsampler, tail at 96x96) and the reference model at batch 64 (32x32
+# and 96x96 bodies, the fused x3 upsample to the RGB head at 32x32 (late placement) and to the
+# 96x96 body (early), the RGB head at 96x96 of the early placement).
+MODEL_LAYERS = ('16,32,48,48', '16,32,48,432', '16,96,48,3', '16,32,64,64', '16,32,64,576',
+                '64,32,64,64', '64,32,64,27', '64,32,64,576', '64,48,64,64', '64,96,64,64',
+                '64,96,64,3')
 QUICK_LAYERS = ('2,16,8,8', '2,64,8,3')
 
 

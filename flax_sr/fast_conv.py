@@ -11,15 +11,16 @@ Four ideas:
   backward pass two more such products: the weight gradient ``patches^T @ dy`` and the input
   gradient as the convolution of dy with the flipped kernel (plain autodiff would instead
   scatter-add a k*k times larger tensor back over the shifts).
-* Winograd F(2x2, 3x3): the same products in a transformed domain, with 16 multiplications per
-  2x2 output tile and channel pair instead of 36, on transformed inputs 4 times the input's
-  size instead of 9 (forward, input gradient and weight gradient; custom VJP).
+* Winograd F(2x2, 3x3) and F(4x4, 3x3): the same products in a transformed domain, with 16
+  multiplications per 2x2 output tile and channel pair instead of 36 (F(4x4): 36 per 4x4 tile
+  instead of 144), on transformed inputs 4 (2.25) times the input's size instead of 9
+  (forward, input gradient and weight gradient; custom VJP).
 * upsample fusion: a 3x3 convolution of a nearest-upsampled (factor f) image equals a 3x3
   convolution of the small image with f*f*C_out outputs followed by a pixel shuffle: each of the
   f*f output phases sees the small image through a fixed 0/1 combination of the 9 taps. So the
   convolution runs at the low resolution and the upsampled tensor is never materialised.
-* a strategy per layer shape (``choose_strategy``). On XLA:CPU Winograd is the fastest for
-  every 3x3 layer of the project's models (1.5-2x im2col) except a thin output at a large image
+* a strategy per layer shape (``choose_strategy``). On XLA:CPU Winograd F(4x4) is the fastest
+  for every 3x3 layer of the project's models (1.05-1.3x F(2x2), which is 1.5-2x im2col) except a thin output at a large image
   (the last convolution to RGB), which is fastest in XLA's own convolution. 'hybrid' (XLA's
   forward pass and input gradient, an im2col weight gradient) remains for larger kernels at
   large images.
@@ -27,7 +28,7 @@ Four ideas:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -111,16 +112,36 @@ def _conv_hybrid_bwd(residuals, dy):
 conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
 
 
-# Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-# 2016). Every 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A, with d the 4x4 input tile
-# around it and g the 3x3 kernel: per tile and channel pair 16 multiplications instead of 36.
-# Over a batch that is 16 matrix products (tiles x C_in) @ (C_in x C_out), one per position in
-# the 4x4 transformed tile, on transformed inputs 4 times the input's size (im2col's patches
-# are 9 times). The transforms only add and subtract (and halve, for G), so float32 results
-# stay within about 1e-6 of a direct convolution.
-_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-_WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+# Winograd F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# 2016). Every m x m output tile is A^T [(G g G^T) * (B^T d B)] A, with d the (m+2) x (m+2)
+# input tile around it and g the 3x3 kernel. Over a batch that is (m+2)^2 matrix products
+# (tiles x C_in) @ (C_in x C_out), one per position in the transformed tile, on transformed
+# inputs (m+2)^2 / m^2 times the input's size (im2col's patches are 9 times):
+#   F(2x2): 16 products per 4 outputs (2.25x fewer multiplications than direct), inputs x4;
+#   F(4x4): 36 products per 16 outputs (4x fewer), inputs x2.25: less arithmetic and less
+#           memory traffic, the transforms being memory-bound on CPU. Its larger coefficients
+#           (up to 8, and 1/24) cost precision: about 6e-7 relative in float32, as F(2x2).
+class WinogradTransform(NamedTuple):
+  output_tile: int        # m
+  input_transform: np.ndarray   # B^T, (m+2, m+2)
+  kernel_transform: np.ndarray  # G, (m+2, 3)
+  output_transform: np.ndarray  # A^T, (m, m+2)
+
+
+F2X2 = WinogradTransform(
+    2,
+    np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32),
+    np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32),
+    np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32))
+# Interpolation points 0, 1, -1, 2, -2 and infinity.
+F4X4 = WinogradTransform(
+    4,
+    np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float32),
+    np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float32),
+    np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+              [0, 1, -1, 8, -8, 1]], np.float32))
 
 
 def _combine(parts: list[jnp.ndarray], matrix: np.ndarray) -> list[jnp.ndarray]:
@@ -137,97 +158,109 @@ def _combine(parts: list[jnp.ndarray], matrix: np.ndarray) -> list[jnp.ndarray]:
   return sums
 
 
-def _even_padding(x: jnp.ndarray) -> tuple[int, int]:
-  return x.shape[1] % 2, x.shape[2] % 2
+def _tile_padding(x: jnp.ndarray, tile: int) -> tuple[int, int]:
+  """Rows and columns of zeros that make x's height and width multiples of the tile."""
+  return -x.shape[1] % tile, -x.shape[2] % tile
 
 
-def _winograd_inputs(x: jnp.ndarray) -> list[jnp.ndarray]:
-  """B^T d B for the 4x4 input tile of every 2x2 output tile ('SAME' zero padding; odd sizes
-  get one more zero row/column): 16 arrays (N, ceil(H/2), ceil(W/2), C), row-major in (a, b)."""
-  extra_h, extra_w = _even_padding(x)
+def _winograd_inputs(x: jnp.ndarray, t: WinogradTransform) -> list[jnp.ndarray]:
+  """B^T d B for the input tile of every m x m output tile ('SAME' zero padding; sizes that
+  are not multiples of m get more zero rows/columns): (m+2)^2 arrays (N, H/m, W/m, C),
+  row-major in the transformed tile."""
+  m = t.output_tile
+  extra_h, extra_w = _tile_padding(x, m)
   padded = jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0)))
   h, w = x.shape[1] + extra_h, x.shape[2] + extra_w
-  rows = _combine([padded[:, i:i + h:2] for i in range(4)], _WINOGRAD_BT)
-  return [tile for row in rows for tile in _combine([row[:, :, j:j + w:2] for j in range(4)],
-                                                    _WINOGRAD_BT)]
+  rows = _combine([padded[:, i:i + h:m] for i in range(m + 2)], t.input_transform)
+  return [tile for row in rows
+          for tile in _combine([row[:, :, j:j + w:m] for j in range(m + 2)], t.input_transform)]
 
 
-def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
   n, h, w, c_in = x.shape
-  c_out = kernel.shape[-1]
-  inputs = _winograd_inputs(x)
-  # G g G^T: the kernel in the transformed domain, (4, 4, C_in, C_out).
-  transformed = jnp.einsum('ai,ijco,bj->abco', _WINOGRAD_G, kernel.astype(jnp.float32),
-                           _WINOGRAD_G).astype(x.dtype).reshape(16, c_in, c_out)
-  # 16 separate products, not one batched product of stacked inputs: stacking would copy them.
+  c_out, m, a = kernel.shape[-1], t.output_tile, t.output_tile + 2
+  inputs = _winograd_inputs(x, t)
+  # G g G^T: the kernel in the transformed domain, (a, a, C_in, C_out).
+  transformed = jnp.einsum('ai,ijco,bj->abco', t.kernel_transform, kernel.astype(jnp.float32),
+                           t.kernel_transform).astype(x.dtype).reshape(a * a, c_in, c_out)
+  # Separate products, not one batched product of stacked inputs: stacking would copy them.
   products = [jnp.dot(d.reshape(-1, c_in), transformed[i]).reshape(*d.shape[:3], c_out)
               for i, d in enumerate(inputs)]
-  columns = [_combine(products[4 * a:4 * a + 4], _WINOGRAD_AT) for a in range(4)]
-  # tiles[p][q]: output pixel (2 ty + p, 2 tx + q) of every tile, interleaved into the image.
-  tiles = [[_combine([columns[a][q] for a in range(4)], _WINOGRAD_AT)[p] for q in range(2)]
-           for p in range(2)]
-  y = jnp.stack([jnp.stack(tiles[p], axis=3) for p in range(2)], axis=2)
-  y = y.reshape(n, 2 * y.shape[1], 2 * y.shape[3], c_out)
+  # columns[i][q]: A^T applied along the tile's second axis; then along the first, per q.
+  columns = [_combine(products[a * i:a * i + a], t.output_transform) for i in range(a)]
+  outputs = [_combine([columns[i][q] for i in range(a)], t.output_transform) for q in range(m)]
+  # outputs[q][p]: output pixel (m ty + p, m tx + q) of every tile, interleaved into the image.
+  y = jnp.stack([jnp.stack([outputs[q][p] for q in range(m)], axis=3) for p in range(m)], axis=2)
+  y = y.reshape(n, m * y.shape[1], m * y.shape[3], c_out)
   return y[:, :h, :w]
 
 
-def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray) -> jnp.ndarray:
-  """The weight gradient in the transformed domain: for each of the 16 tile positions,
-  inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
-  c_in, c_out = x.shape[-1], dy.shape[-1]
-  extra_h, extra_w = _even_padding(dy)
+def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
+  """The weight gradient in the transformed domain: for each position of the transformed
+  tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
+  c_in, c_out, m, a = x.shape[-1], dy.shape[-1], t.output_tile, t.output_tile + 2
+  extra_h, extra_w = _tile_padding(dy, m)
   dy = jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)))
-  a = _WINOGRAD_AT.T
-  rows = _combine([dy[:, p::2] for p in range(2)], a)
-  grads = [tile for row in rows for tile in _combine([row[:, :, q::2] for q in range(2)], a)]
+  to_tile = t.output_transform.T
+  rows = _combine([dy[:, p::m] for p in range(m)], to_tile)
+  grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
   products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
-                        for d, g in zip(_winograd_inputs(x), grads)])
-  return jnp.einsum('ai,abco,bj->ijco', _WINOGRAD_G, products.reshape(4, 4, c_in, c_out),
-                    _WINOGRAD_G)
+                        for d, g in zip(_winograd_inputs(x, t), grads)])
+  return jnp.einsum('ai,abco,bj->ijco', t.kernel_transform, products.reshape(a, a, c_in, c_out),
+                    t.kernel_transform)
 
 
-@jax.custom_vjp
-def conv_winograd(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-  """'SAME' 3x3 convolution by Winograd F(2x2, 3x3): forward pass, input gradient (the
-  convolution of dy with the transposed kernel) and weight gradient all in the transformed
-  domain."""
-  if kernel.shape[:2] != (3, 3):
-    raise ValueError(f'the winograd strategy needs a 3x3 kernel, got {kernel.shape[:2]}')
-  return _winograd_forward(x, kernel)
+def _make_winograd_conv(t: WinogradTransform):
+  """A 'SAME' 3x3 convolution by Winograd F(m x m, 3x3) with a custom VJP: forward pass, input
+  gradient (the convolution of dy with the transposed kernel) and weight gradient all in the
+  transformed domain."""
+
+  @jax.custom_vjp
+  def conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    if kernel.shape[:2] != (3, 3):
+      raise ValueError(f'the winograd strategies need a 3x3 kernel, got {kernel.shape[:2]}')
+    return _winograd_forward(x, kernel, t)
+
+  def conv_fwd(x, kernel):
+    return conv(x, kernel), (x, kernel)
+
+  def conv_bwd(residuals, dy):
+    x, kernel = residuals
+    dx = _winograd_forward(dy, _transposed_kernel(kernel).astype(dy.dtype), t)
+    return dx.astype(x.dtype), _winograd_kernel_grad(x, dy, t).astype(kernel.dtype)
+
+  conv.defvjp(conv_fwd, conv_bwd)
+  m = t.output_tile
+  conv.__name__ = f'conv_winograd{"" if m == 2 else m}'
+  conv.__doc__ = f"'SAME' 3x3 convolution by Winograd F({m}x{m}, 3x3), custom VJP."
+  return conv
 
 
-def _conv_winograd_fwd(x, kernel):
-  return conv_winograd(x, kernel), (x, kernel)
-
-
-def _conv_winograd_bwd(residuals, dy):
-  x, kernel = residuals
-  dx = _winograd_forward(dy, _transposed_kernel(kernel).astype(dy.dtype))
-  return dx.astype(x.dtype), _winograd_kernel_grad(x, dy).astype(kernel.dtype)
-
-
-conv_winograd.defvjp(_conv_winograd_fwd, _conv_winograd_bwd)
+conv_winograd = _make_winograd_conv(F2X2)
+conv_winograd4 = _make_winograd_conv(F4X4)
 
 STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla,
-              'winograd': conv_winograd}
+              'winograd': conv_winograd, 'winograd4': conv_winograd4}
 # Thresholds measured on a 2-core AMD EPYC, batch 16-64 (experiments/RESULTS.md, section 4):
-# Winograd is the fastest for every 3x3 layer of the project's models but thin outputs at large
-# images, where XLA's own convolution is.
+# Winograd F(4x4) is the fastest for every 3x3 layer of the project's models (1.05-1.3x F(2x2))
+# but thin outputs at large images, where XLA's own convolution is. Reduced-precision inputs
+# keep F(2x2), whose smaller transform coefficients lose less of bfloat16's 8-bit mantissa.
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
 
 
-def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: int = 3) -> str:
+def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: int = 3,
+                    dtype: Any = jnp.float32) -> str:
   """The fastest of ``STRATEGIES`` for a 'SAME' convolution of an (N, H, W, C) input on
   XLA:CPU, by shape: XLA for thin outputs at large images (e.g. the last layer to RGB at
   96x96, whose transformed or im2col weight gradient is a skinny, memory-bound product);
-  else Winograd for 3x3 kernels; other sizes im2col at small images and 'hybrid' (XLA's
-  forward pass and input gradient) at large ones."""
+  else Winograd for 3x3 kernels (F(4x4) in float32, F(2x2) in lower precision); other sizes
+  im2col at small images and 'hybrid' (XLA's forward pass and input gradient) at large ones."""
   large = x_shape[1] * x_shape[2] >= LARGE_IMAGE_PIXELS
   if large and out_channels <= THIN_OUTPUT_CHANNELS:
     return 'xla'
   if kernel_size == 3:
-    return 'winograd'
+    return 'winograd4' if jnp.dtype(dtype) == jnp.float32 else 'winograd'
   return 'hybrid' if large else 'im2col'
 
 
@@ -282,7 +315,7 @@ class MatmulConv(nn.Module):
       kernel = fuse_upsample_kernel(kernel, factor)
     strategy = self.strategy
     if strategy == 'auto':
-      strategy = choose_strategy(x.shape, kernel.shape[-1], size)
+      strategy = choose_strategy(x.shape, kernel.shape[-1], size, x.dtype)
     if strategy not in STRATEGIES:
       raise ValueError(f'strategy must be one of {sorted(STRATEGIES)} or auto, got {strategy!r}')
     y = STRATEGIES[strategy](x, kernel)

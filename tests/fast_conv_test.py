@@ -23,7 +23,7 @@ def test_matmul_conv_matches_nn_conv(size, factor, c_in, c_out, strategy):
   reference = nn.Conv(c_out, (size, size), padding='SAME')
   params = reference.init(jax.random.key(1), models.upsample_nearest(x, factor))
   fast = fast_conv.MatmulConv(c_out, (size, size), upsample_input=factor, strategy=strategy)
-  if strategy == 'winograd' and size != 3:
+  if strategy.startswith('winograd') and size != 3:
     with pytest.raises(ValueError, match='3x3'):
       fast.apply(params, x)
     return
@@ -74,23 +74,26 @@ def test_reference_model_same_with_either_implementation(factors):
   assert_reference_models_match(xla, fast, variables, x)
 
 
-def test_choose_strategy_by_image_size_output_width_and_kernel_size():
-  assert fast_conv.choose_strategy((64, 32, 32, 64), 64) == 'winograd'
-  assert fast_conv.choose_strategy((64, 32, 32, 64), 3) == 'winograd'
-  assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'winograd'
+def test_choose_strategy_by_image_size_output_width_kernel_size_and_dtype():
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 64) == 'winograd4'
+  assert fast_conv.choose_strategy((64, 32, 32, 64), 3) == 'winograd4'
+  assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'winograd4'
+  assert fast_conv.choose_strategy((16, 96, 96, 64), 64, 3, jnp.bfloat16) == 'winograd'
   assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'xla'
   assert fast_conv.choose_strategy((64, 32, 32, 64), 64, kernel_size=5) == 'im2col'
   assert fast_conv.choose_strategy((16, 96, 96, 64), 64, kernel_size=5) == 'hybrid'
   assert fast_conv.choose_strategy((16, 96, 96, 48), 3, kernel_size=5) == 'xla'
 
 
-def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap():
+@pytest.mark.parametrize('conv', [fast_conv.conv_winograd, fast_conv.conv_winograd4])
+def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap(conv):
   keys = jax.random.split(jax.random.key(3), 3)
-  for shape in [(3, 12, 16, 16), (2, 11, 5, 6), (1, 1, 2, 4)]:
+  # Sizes that are and are not multiples of the 2x2 and 4x4 output tiles.
+  for shape in [(3, 12, 16, 16), (2, 11, 5, 6), (1, 1, 2, 4), (2, 14, 10, 8)]:
     x = jax.random.normal(keys[0], shape)
     kernel = jax.random.normal(keys[1], (3, 3, shape[-1], 10))
     cotangent = jax.random.normal(keys[2], shape[:3] + (10,))
-    y, vjp = jax.vjp(jax.jit(fast_conv.conv_winograd), x, kernel)
+    y, vjp = jax.vjp(jax.jit(conv), x, kernel)
     y_ref, vjp_ref = jax.vjp(fast_conv.conv_xla, x, kernel)
     assert rel_err(y, y_ref) < 1e-5
     for a, b in zip(vjp(cotangent), vjp_ref(cotangent)):
@@ -98,7 +101,7 @@ def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap():
   # A batch of kernels under vmap: each result is its own convolution.
   x = jax.random.normal(keys[0], (2, 6, 7, 6))
   kernels = jax.random.normal(keys[1], (4, 3, 3, 6, 5))
-  batched = jax.vmap(fast_conv.conv_winograd, in_axes=(None, 0))(x, kernels)
+  batched = jax.vmap(conv, in_axes=(None, 0))(x, kernels)
   for i in range(4):
     assert rel_err(batched[i], fast_conv.conv_xla(x, kernels[i])) < 1e-5
 
@@ -114,7 +117,7 @@ def test_tuned_reference_model_matches_xla(monkeypatch):
   tuned = xla.clone(conv_impl='tuned')
   variables = xla.init(jax.random.key(1), x)
   assert_reference_models_match(xla, tuned, variables, x)
-  assert set(used) == {'winograd', 'xla'}
+  assert set(used) == {'winograd4', 'xla'}
 
 
 def test_unknown_strategy_is_rejected():
