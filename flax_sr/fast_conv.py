@@ -20,8 +20,9 @@ Four ideas:
   f*f output phases sees the small image through a fixed 0/1 combination of the 9 taps. So the
   convolution runs at the low resolution and the upsampled tensor is never materialised.
 * a strategy per layer shape (``choose_strategy``). On XLA:CPU Winograd F(4x4) is the fastest
-  for every 3x3 layer of the project's models (1.05-1.3x F(2x2), which is 1.5-2x im2col) except a thin output at a large image
-  (the last convolution to RGB), which is fastest in XLA's own convolution. 'hybrid' (XLA's
+  for every 3x3 layer of the project's models (1.05-1.3x F(2x2), which is 1.5-2x im2col)
+  except a thin output at a large image (the last convolution to RGB), which is fastest in
+  XLA's own convolution. 'hybrid' (XLA's
   forward pass and input gradient, an im2col weight gradient) remains for larger kernels at
   large images.
 """
@@ -120,7 +121,8 @@ conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
 #   F(2x2): 16 products per 4 outputs (2.25x fewer multiplications than direct), inputs x4;
 #   F(4x4): 36 products per 16 outputs (4x fewer), inputs x2.25: less arithmetic and less
 #           memory traffic, the transforms being memory-bound on CPU. Its larger coefficients
-#           (up to 8, and 1/24) cost precision: about 6e-7 relative in float32, as F(2x2).
+#           (up to 8, and 1/24) cost some precision, still about 6e-7 relative error on a
+#           random float32 tile (the tests hold both sizes to 1e-5 against XLA).
 class WinogradTransform(NamedTuple):
   output_tile: int        # m
   input_transform: np.ndarray   # B^T, (m+2, m+2)
