@@ -249,6 +249,10 @@ STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla,
 # keep F(2x2), whose smaller transform coefficients lose less of bfloat16's 8-bit mantissa.
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
+# F(4x4)'s 36 products and larger transforms take about 5x F(2x2)'s XLA compile time (12 s ->
+# 65 s for a small EDSR train step here), so it is used only where a step's savings repay that:
+# inputs of at least a batch of 16 32x32 images (N*H*W pixels).
+WINOGRAD4_MIN_PIXELS = 16 * 32 * 32
 
 
 def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: int = 3,
@@ -256,13 +260,15 @@ def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: in
   """The fastest of ``STRATEGIES`` for a 'SAME' convolution of an (N, H, W, C) input on
   XLA:CPU, by shape: XLA for thin outputs at large images (e.g. the last layer to RGB at
   96x96, whose transformed or im2col weight gradient is a skinny, memory-bound product);
-  else Winograd for 3x3 kernels (F(4x4) in float32, F(2x2) in lower precision); other sizes
+  else Winograd for 3x3 kernels (F(4x4) for float32 inputs of at least WINOGRAD4_MIN_PIXELS,
+  else F(2x2), which compiles faster and loses less of bfloat16's precision); other sizes
   im2col at small images and 'hybrid' (XLA's forward pass and input gradient) at large ones."""
   large = x_shape[1] * x_shape[2] >= LARGE_IMAGE_PIXELS
   if large and out_channels <= THIN_OUTPUT_CHANNELS:
     return 'xla'
   if kernel_size == 3:
-    return 'winograd4' if jnp.dtype(dtype) == jnp.float32 else 'winograd'
+    big = x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD4_MIN_PIXELS
+    return 'winograd4' if big and jnp.dtype(dtype) == jnp.float32 else 'winograd'
   return 'hybrid' if large else 'im2col'
 
 
