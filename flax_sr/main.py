@@ -75,18 +75,20 @@ def parse_bool(text: str) -> bool:
   raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
-def parse_int_list(text: str) -> tuple[int, ...]:
+def _parse_list(text: str, kind: type, example: str) -> tuple:
   try:
-    return tuple(int(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
+    return tuple(kind(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
   except ValueError:
-    raise argparse.ArgumentTypeError(f'expected comma-separated integers like 1,1,1,3, got {text!r}')
+    raise argparse.ArgumentTypeError(f'expected comma-separated {kind.__name__}s like {example}, '
+                                     f'got {text!r}')
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+  return _parse_list(text, int, '1,1,1,3')
 
 
 def parse_float_list(text: str) -> tuple[float, ...]:
-  try:
-    return tuple(float(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected comma-separated numbers like 1,0.8,0.6, got {text!r}')
+  return _parse_list(text, float, '1,0.8,0.6')
 
 
 def add_config_flags(parser: argparse.ArgumentParser, defaults: Config | None = None):
