@@ -160,6 +160,22 @@ def _combine(parts: list[jnp.ndarray], matrix: np.ndarray) -> list[jnp.ndarray]:
   return sums
 
 
+def _materialized(v: jnp.ndarray) -> jnp.ndarray:
+  """v, computed once into a buffer of its own.
+
+  XLA:CPU fuses a cheap elementwise producer into each of its consumers, recomputing it there.
+  The Winograd transforms have (m+2)^2 consumers of each stage (36 for F(4x4)), so each would
+  recompute the row stage, the padding and whatever made v (BatchNorm, ReLU or their gradients)
+  from several strided reads: a profile of the 32 -> 96 early step put 2.9 of 7.4 s of thread
+  time there. ``optimization_barrier`` does not stop this (XLA:CPU removes it before fusion);
+  the operand of a conditional is always materialised. The predicate depends on the data so
+  that XLA cannot fold it, and the branches differ so that JAX keeps the conditional; both
+  return v unchanged (NaN included).
+  """
+  flat = v.reshape(-1)
+  return jax.lax.cond(flat[0] == flat[0], lambda u: u, lambda u: u * 1, v)
+
+
 def _tile_padding(x: jnp.ndarray, tile: int) -> tuple[int, int]:
   """Rows and columns of zeros that make x's height and width multiples of the tile."""
   return -x.shape[1] % tile, -x.shape[2] % tile
@@ -171,9 +187,10 @@ def _winograd_inputs(x: jnp.ndarray, t: WinogradTransform) -> list[jnp.ndarray]:
   row-major in the transformed tile."""
   m = t.output_tile
   extra_h, extra_w = _tile_padding(x, m)
-  padded = jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0)))
+  padded = _materialized(jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0))))
   h, w = x.shape[1] + extra_h, x.shape[2] + extra_w
-  rows = _combine([padded[:, i:i + h:m] for i in range(m + 2)], t.input_transform)
+  rows = _materialized(jnp.stack(
+      _combine([padded[:, i:i + h:m] for i in range(m + 2)], t.input_transform)))
   return [tile for row in rows
           for tile in _combine([row[:, :, j:j + w:m] for j in range(m + 2)], t.input_transform)]
 
@@ -189,7 +206,9 @@ def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform)
   products = [jnp.dot(d.reshape(-1, c_in), transformed[i]).reshape(*d.shape[:3], c_out)
               for i, d in enumerate(inputs)]
   # columns[i][q]: A^T applied along the tile's second axis; then along the first, per q.
-  columns = [_combine(products[a * i:a * i + a], t.output_transform) for i in range(a)]
+  columns = _materialized(jnp.stack([jnp.stack(_combine(products[a * i:a * i + a],
+                                                        t.output_transform))
+                                      for i in range(a)]))
   outputs = [_combine([columns[i][q] for i in range(a)], t.output_transform) for q in range(m)]
   # outputs[q][p]: output pixel (m ty + p, m tx + q) of every tile, interleaved into the image.
   y = jnp.stack([jnp.stack([outputs[q][p] for q in range(m)], axis=3) for p in range(m)], axis=2)
@@ -202,9 +221,9 @@ def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform)
   tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
   c_in, c_out, m, a = x.shape[-1], dy.shape[-1], t.output_tile, t.output_tile + 2
   extra_h, extra_w = _tile_padding(dy, m)
-  dy = jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)))
+  dy = _materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
   to_tile = t.output_transform.T
-  rows = _combine([dy[:, p::m] for p in range(m)], to_tile)
+  rows = _materialized(jnp.stack(_combine([dy[:, p::m] for p in range(m)], to_tile)))
   grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
   products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
                         for d, g in zip(_winograd_inputs(x, t), grads)])
