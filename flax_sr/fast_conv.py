@@ -166,8 +166,9 @@ def _materialized(v: jnp.ndarray) -> jnp.ndarray:
   XLA:CPU fuses a cheap elementwise producer into each of its consumers, recomputing it there.
   The Winograd transforms have (m+2)^2 consumers of each stage (36 for F(4x4)), so each would
   recompute the row stage, the padding and whatever made v (BatchNorm, ReLU or their gradients)
-  from several strided reads: a profile of the 32 -> 96 early step put 2.9 of 7.4 s of thread
-  time there. ``optimization_barrier`` does not stop this (XLA:CPU removes it before fusion);
+  from several strided reads: a profile of the 32 -> 96 early step put 2.7 of 7.4 s of thread
+  time there. (The padding of an input transform needs no buffer: XLA computes it once inside
+  the row stage's.) ``optimization_barrier`` does not stop this (XLA:CPU removes it before fusion);
   the operand of a conditional is always materialised. The predicate depends on the data so
   that XLA cannot fold it, and the branches differ so that JAX keeps the conditional; both
   return v unchanged (NaN included).
@@ -187,7 +188,7 @@ def _winograd_inputs(x: jnp.ndarray, t: WinogradTransform) -> list[jnp.ndarray]:
   row-major in the transformed tile."""
   m = t.output_tile
   extra_h, extra_w = _tile_padding(x, m)
-  padded = _materialized(jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0))))
+  padded = jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0)))
   h, w = x.shape[1] + extra_h, x.shape[2] + extra_w
   rows = _materialized(jnp.stack(
       _combine([padded[:, i:i + h:m] for i in range(m + 2)], t.input_transform)))
