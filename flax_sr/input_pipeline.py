@@ -19,7 +19,7 @@ import pathlib
 import queue
 import socket
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -220,16 +220,39 @@ def load_stl10(data_dir: str | None, split: str, max_examples: int | None = None
   return ArraySource(np.concatenate(chunks), f'stl10/{split}')
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 RGB (grayscale, palette and RGBA converted)."""
-  from PIL import Image
+# Pillow modes of one-channel files (with or without alpha): their own Y in the SR protocol.
+GRAY_MODES = frozenset({'1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'})
+
+
+def read_image_and_gray(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+  """Reads an image file as uint8 RGB, and whether the file holds one channel (grey).
+
+  Grey is decided by the file, not by the pixels, as MATLAB's evaluation scripts decide it: an
+  RGB file whose channels happen to be equal (Set14's ``man.png``) is still colour and goes
+  through ``rgb2ycbcr``. 16-bit files are scaled to 8 bits (rounded, 65535 -> 255), EXIF
+  orientation is applied, palette and transparency are converted (transparent pixels composited
+  on black, as most SR toolkits' readers do).
+  """
+  from PIL import Image, ImageOps
   with Image.open(path) as image:
-    if image.mode in ('RGBA', 'LA') or (image.mode == 'P' and 'transparency' in image.info):
-      # Composite transparency on black, like most SR toolkits' cv2/PIL readers do.
+    image = ImageOps.exif_transpose(image)
+    gray = image.mode in GRAY_MODES
+    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
+      values = np.asarray(image, dtype=np.float64)
+      # 16-bit PNGs (mode I / I;16) span 0..65535; Pillow's own convert would clip them to 255.
+      values = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+      return np.repeat(values[..., None], 3, axis=-1), gray
+    if image.mode in ('RGBA', 'LA', 'La', 'PA') or (image.mode == 'P'
+                                                    and 'transparency' in image.info):
       image = image.convert('RGBA')
       background = Image.new('RGBA', image.size, (0, 0, 0, 255))
       image = Image.alpha_composite(background, image)
-    return np.asarray(image.convert('RGB'), dtype=np.uint8)
+    return np.asarray(image.convert('RGB'), dtype=np.uint8), gray
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 RGB (see ``read_image_and_gray``)."""
+  return read_image_and_gray(path)[0]
 
 
 def list_images(directory: str | os.PathLike) -> list[pathlib.Path]:
@@ -239,35 +262,44 @@ def list_images(directory: str | os.PathLike) -> list[pathlib.Path]:
   return sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_folder_images(directory: str | os.PathLike, min_size: int = 1
-                       ) -> tuple[list[np.ndarray], list[str]]:
+class FolderImages(NamedTuple):
+  """The usable images of a folder: uint8 RGB arrays, their relative paths, and which files
+  hold one channel (grey)."""
+  images: list[np.ndarray]
+  names: list[str]
+  gray: list[bool]
+  skipped: list[str]
+
+
+def load_folder_images(directory: str | os.PathLike, min_size: int = 1) -> FolderImages:
   """Every PNG/JPEG/BMP under ``directory`` (recursive), as uint8 RGB.
 
   Unreadable files and images smaller than ``min_size`` are skipped with a warning naming them,
   and a final count; a folder with no usable image is a ``DataError``.
   """
   paths = list_images(directory)
-  images, names, skipped = [], [], 0
+  images, names, gray, skipped = [], [], [], []
   for path in paths:
     try:
-      image = read_image(path)
+      image, is_gray = read_image_and_gray(path)
     except Exception as error:  # Pillow raises many types for broken files
       logging.warning('skipping unreadable image %s (%s)', path, type(error).__name__)
-      skipped += 1
+      skipped.append(str(path.relative_to(directory)))
       continue
     if min(image.shape[:2]) < min_size:
       logging.warning('skipping %s: %dx%d is smaller than %dx%d', path, image.shape[1],
                       image.shape[0], min_size, min_size)
-      skipped += 1
+      skipped.append(str(path.relative_to(directory)))
       continue
     images.append(image)
     names.append(str(path.relative_to(directory)))
+    gray.append(is_gray)
   if skipped:
-    logging.warning('%s: using %d images, skipped %d', directory, len(images), skipped)
+    logging.warning('%s: using %d images, skipped %d', directory, len(images), len(skipped))
   if not images:
     raise DataError(f'no usable image (PNG/JPEG/BMP of at least {min_size}x{min_size}) '
                     f'under {directory}')
-  return images, names
+  return FolderImages(images, names, gray, skipped)
 
 
 # The embedded sample: colour photographs that ship inside scikit-image's wheel.
@@ -415,7 +447,7 @@ def make_train_source(config, progress=None):
     return load_stl10(config.data_dir, STL10_TRAIN_SPLIT, progress=progress)
   if config.dataset == 'sample':
     return load_sample('train')
-  images, names = load_folder_images(config.data_dir, min_size=config.hr_size)
+  images, names, _, _ = load_folder_images(config.data_dir, min_size=config.hr_size)
   if tuple(config.image_scales) != (1.0,):
     images, names = with_downscaled_copies(images, names, config.image_scales, config.hr_size)
   return FolderSource(images, names, config.hr_size, config.patches_per_image,
@@ -442,16 +474,13 @@ class EvalSet:
 
 
 def folder_eval_set(directory, scale: int, max_examples: int | None = None) -> EvalSet:
-  images, names = load_folder_images(directory, min_size=max(2 * scale, 11 + 2 * scale))
+  """A folder's images for evaluation at ``scale``: each cropped to a multiple of the scale
+  (MATLAB's ``modcrop``); grey where the file holds one channel (see ``read_image_and_gray``)."""
+  folder = load_folder_images(directory, min_size=max(2 * scale, 11 + 2 * scale))
   images = [image[:image.shape[0] - image.shape[0] % scale, :image.shape[1] - image.shape[1] % scale]
-            for image in images][:max_examples]
-  gray = [is_grayscale(image) for image in images]
-  return EvalSet(images, names[:len(images)], f'folder {directory}', gray)
-
-
-def is_grayscale(image: np.ndarray) -> bool:
-  """True for an RGB image whose three channels are equal (a grayscale file read as RGB)."""
-  return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+            for image in folder.images[:max_examples]]
+  return EvalSet(images, folder.names[:len(images)], f'folder {directory}',
+                 folder.gray[:len(images)])
 
 
 def make_eval_set(config) -> EvalSet:

@@ -124,8 +124,12 @@ def write_folder(root):
 def test_folder_source(tmp_path, caplog):
   write_folder(tmp_path / 'imgs')
   with caplog.at_level(logging.WARNING):
-    images, names = input_pipeline.load_folder_images(tmp_path / 'imgs', min_size=96)
+    images, names, gray, skipped = input_pipeline.load_folder_images(tmp_path / 'imgs',
+                                                                     min_size=96)
   assert sorted(names) == ['a.png', 'rgba.png', 'sub/b.bmp', 'sub/gray.jpg']
+  assert dict(zip(names, gray)) == {'a.png': False, 'rgba.png': False, 'sub/b.bmp': False,
+                                    'sub/gray.jpg': True}
+  assert sorted(skipped) == ['corrupt.png', 'small.png']
   assert all(im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8 for im in images)
   log = caplog.text
   assert 'corrupt.png' in log and 'small.png' in log and 'skipped 2' in log
