@@ -205,9 +205,9 @@ def bench_inference(quick: bool) -> list[dict]:
   eval_set = input_pipeline.EvalSet(images, [str(i) for i in range(64)], 'random 96x96')
   eval_fn = parallel.compile_eval_sums(mesh, loaded.model)
   variables = parallel.put_replicated(loaded.variables, mesh)
-  from flax_sr import evaluate as evaluate_lib
+  from flax_sr import evaluation
   compile_s, median_s = time_steps(
-      lambda: evaluate_lib.evaluate_images(eval_fn, variables, eval_set, mesh, 32), 3, 1)
+      lambda: evaluation.evaluate_images(eval_fn, variables, eval_set, mesh, 32), 3, 1)
   rows.append({'task': 'evaluate (model+bicubic, PSNR/SSIM)', 'megapixels_per_s':
                64 * 96 * 96 / median_s / 1e6})
   upscaler = inference.Upscaler(loaded, tile=128, tile_overlap=8, mesh=mesh)

@@ -48,9 +48,9 @@ def run(name: str, recipe: dict, argv=None, eval_data_dir: str | None = None) ->
   parser.add_argument('--quick', action='store_true', help='a tiny 2-step run (CI)')
   args = parser.parse_args(argv)
 
-  from flax_sr import evaluate as evaluate_lib
+  from flax_sr import evaluation
   from flax_sr import inference, input_pipeline, parallel, trainer
-  from flax_sr.main import run_cli
+  from flax_sr.cli import run_cli
 
   values = dict(recipe)
   values['data_dir'] = args.data_dir or values.get('data_dir') or default_data_dir(
@@ -71,11 +71,11 @@ def run(name: str, recipe: dict, argv=None, eval_data_dir: str | None = None) ->
     eval_set = input_pipeline.make_eval_set(loaded.config)
     mesh = parallel.make_mesh()
     eval_fn = parallel.compile_eval_sums(mesh, loaded.model, baselines=('bicubic', 'nearest'))
-    table = evaluate_lib.evaluate_images(eval_fn, parallel.put_replicated(loaded.variables, mesh),
+    table = evaluation.evaluate_images(eval_fn, parallel.put_replicated(loaded.variables, mesh),
                                          eval_set, mesh, 64)
-    print(evaluate_lib.format_table(table, loaded.model.scale, eval_set.name, len(eval_set),
+    print(evaluation.format_table(table, loaded.model.scale, eval_set.name, len(eval_set),
                                     title=f'{name} ({loaded.source})\n'))
-    result = evaluate_lib.results_json(table, loaded.model.scale, eval_set, loaded.source)
+    result = evaluation.results_json(table, loaded.model.scale, eval_set, loaded.source)
     result.update(experiment=name, config=dataclasses.asdict(config),
                   train_seconds=summary['train_seconds'], steps=summary['step'])
     path = pathlib.Path(args.workdir) / 'results.json'

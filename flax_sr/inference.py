@@ -3,6 +3,7 @@ size, in overlapping tiles when they are large, spread over the available device
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -83,11 +84,22 @@ def load_pretrained(name: str) -> LoadedModel:
 
 def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
                     directory: pathlib.Path = PRETRAINED_DIR) -> pathlib.Path:
+  """Writes ``name``.msgpack (float16 weights) and ``name``.json (the exact training config).
+
+  Shipped files hold no path of the machine that trained them: the data folders are recorded
+  by name only (``training_data``, ``validation_data``) and the config's are cleared."""
   directory.mkdir(parents=True, exist_ok=True)
   variables = jax.tree.map(lambda a: np.asarray(a, np.float16), jax.device_get(loaded.variables))
   (directory / f'{name}.msgpack').write_bytes(serialization.to_bytes(variables))
-  meta = {'config': json.loads(loaded.config.to_json()), 'source': loaded.source, **(extra or {})}
-  (directory / f'{name}.json').write_text(json.dumps(meta, indent=2, sort_keys=True))
+  config = loaded.config
+  meta = {'config': json.loads(dataclasses.replace(config, data_dir=None,
+                                                   eval_data_dir=None).to_json()),
+          'source': f'{config.dataset} x{config.scale} run, step {loaded.step}',
+          'training_data': pathlib.Path(config.data_dir).name if config.data_dir else None,
+          'validation_data': (pathlib.Path(config.eval_data_dir).name if config.eval_data_dir
+                              else None),
+          **(extra or {})}
+  (directory / f'{name}.json').write_text(json.dumps(meta, indent=2, sort_keys=True) + '\n')
   return directory / f'{name}.msgpack'
 
 

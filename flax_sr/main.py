@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 
-from flax_sr.config import Config, UserError
+from flax_sr import cli
+from flax_sr.cli import parse_bool, parse_float_list, parse_int_list, run_cli
+from flax_sr.config import Config
 
 HELP = {
     'dataset': 'training data: stl10 (tfds, default), folder (images under --data_dir), or '
@@ -66,31 +67,6 @@ HELP = {
 }
 
 
-def parse_bool(text: str) -> bool:
-  lowered = str(text).lower()
-  if lowered in ('1', 'true', 'yes', 'on'):
-    return True
-  if lowered in ('0', 'false', 'no', 'off'):
-    return False
-  raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
-
-
-def _parse_list(text: str, kind: type, example: str) -> tuple:
-  try:
-    return tuple(kind(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected comma-separated {kind.__name__}s like {example}, '
-                                     f'got {text!r}')
-
-
-def parse_int_list(text: str) -> tuple[int, ...]:
-  return _parse_list(text, int, '1,1,1,3')
-
-
-def parse_float_list(text: str) -> tuple[float, ...]:
-  return _parse_list(text, float, '1,0.8,0.6')
-
-
 def add_config_flags(parser: argparse.ArgumentParser, defaults: Config | None = None):
   """One flag per ``Config`` field, typed from its default."""
   defaults = defaults or Config()
@@ -119,24 +95,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
   return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
 
 
-def run_cli(main_fn, argv=None) -> int:
-  """Runs a command-line tool: one-line errors with exit code 2, Ctrl-C without a traceback."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-  for noisy in ('absl', 'orbax', 'jax._src.xla_bridge', 'tensorflow'):
-    logging.getLogger(noisy).setLevel(logging.ERROR)
-  try:
-    return main_fn(argv) or 0
-  except UserError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print('interrupted', file=sys.stderr)
-    return 130
-
-
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='python -m flax_sr.main',
       description='Train a super-resolution model (default: the reference CNN on STL-10, '
                   '32x32 -> 96x96), evaluating against bicubic as it goes.')

@@ -12,7 +12,6 @@ name and skipped; existing outputs are kept unless ``--overwrite``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import pathlib
 import sys
@@ -23,6 +22,7 @@ if __name__ == '__main__':
   from flax_sr import host_allocator
   host_allocator.reexec_with_fast_malloc()
 
+from flax_sr import cli
 from flax_sr import input_pipeline
 from flax_sr import pictures
 from flax_sr.config import UserError
@@ -52,31 +52,30 @@ def plan_outputs(input_path: pathlib.Path, output: pathlib.Path
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m flax_sr.predict',
+  parser = cli.ArgumentParser(prog='python -m flax_sr.predict',
                                    description='Upscale images with a trained model.')
-  where = parser.add_mutually_exclusive_group(required=True)
-  where.add_argument('--workdir', help='a training run (its best checkpoint by default)')
-  where.add_argument('--pretrained', help='weights shipped with the package: x2, x3 or x4')
-  parser.add_argument('--step', default='best', help="'best' (default), 'latest' or a step")
+  cli.add_model_source_flags(parser)
   parser.add_argument('--input', required=True, help='an image file or a folder of images')
   parser.add_argument('--output', required=True, help='output PNG file, or folder')
-  parser.add_argument('--tile', type=int, default=256,
+  parser.add_argument('--tile', type=cli.positive_int, default=256,
                       help='process images larger than this many LR pixels in tiles (default 256)')
-  parser.add_argument('--tile_overlap', type=int, default=16,
+  parser.add_argument('--tile_overlap', type=cli.non_negative_int, default=16,
                       help='LR pixels of context around each tile (default 16)')
-  parser.add_argument('--batch_size', type=int, default=8, help='tiles per device batch')
-  parser.add_argument('--num_devices', type=int, help='use the first N devices (default: all)')
+  parser.add_argument('--batch_size', type=cli.positive_int, default=8,
+                      help='tiles per device batch')
+  parser.add_argument('--num_devices', type=cli.positive_int,
+                      help='use the first N devices (default: all)')
   parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
   parser.add_argument('--self_ensemble', action='store_true',
                       help='x8 geometric self-ensemble (EDSR+): slightly sharper, 8x slower')
   args = parser.parse_args(argv)
-  if args.tile < 8 or args.tile_overlap < 0:
-    raise UserError('--tile must be at least 8 and --tile_overlap at least 0')
+  if args.tile < 8 or 2 * args.tile_overlap >= args.tile:
+    raise UserError(f'--tile must be at least 8 and larger than twice --tile_overlap; got '
+                    f'--tile {args.tile} --tile_overlap {args.tile_overlap}')
 
   pairs = plan_outputs(pathlib.Path(args.input), pathlib.Path(args.output))
   from flax_sr import inference, parallel
-  loaded = (inference.load_pretrained(args.pretrained) if args.pretrained
-            else inference.load_run(args.workdir, args.step))
+  loaded = cli.load_model_from_flags(args)
   upscaler = inference.Upscaler(loaded, tile=args.tile, tile_overlap=args.tile_overlap,
                                 batch_size=args.batch_size, self_ensemble=args.self_ensemble,
                                 mesh=parallel.make_mesh(args.num_devices))
@@ -106,5 +105,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  from flax_sr.main import run_cli
-  sys.exit(run_cli(main))
+  sys.exit(cli.run_cli(main))

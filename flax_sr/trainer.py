@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from flax_sr import checkpointing
-from flax_sr import evaluate as evaluate_lib
+from flax_sr import evaluation
 from flax_sr import resize as resize_lib
 from flax_sr import input_pipeline
 from flax_sr import metrics as metrics_lib
@@ -153,7 +153,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
             'epoch': step / steps_per_epoch}
 
   def run_eval() -> dict[str, dict[str, float]]:
-    table = evaluate_lib.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)
+    table = evaluation.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)
     # Training minutes beside each evaluation: the quality-vs-training-time curve.
     reporter.scalars(step, {**_flatten_table('eval', table),
                             'eval/train_minutes': train_seconds / 60})
@@ -238,7 +238,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
              'workdir': str(workdir_path), 'train_seconds': train_seconds,
              'eval_dataset': eval_set.name, 'num_eval_images': len(eval_set)}
   if is_main:
-    print(evaluate_lib.format_table(table, config.scale, eval_set.name, len(eval_set)))
+    print(evaluation.format_table(table, config.scale, eval_set.name, len(eval_set)))
     if stopped_by in ('SIGINT', 'SIGTERM'):
       print(f'Stopped by {stopped_by} at step {step}; checkpoint saved. Resume with the same '
             f'command (same --workdir {workdir_path}).')

@@ -1,5 +1,7 @@
 """The pretrained weights shipped with the package."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,41 @@ def test_predict_with_pretrained_offline(tmp_path):
                       str(tmp_path / 'photo.png'), '--output', str(tmp_path / 'out.png'))
   assert result.returncode == 0, result.stderr
   assert Image.open(tmp_path / 'out.png').size == (240, 180)
+
+
+def test_shipped_files_hold_no_local_path_and_carry_their_recipe():
+  import json
+  for name in inference.pretrained_names():
+    meta = json.loads((inference.PRETRAINED_DIR / f'{name}.json').read_text())
+    strings = []
+    def collect(value):
+      if isinstance(value, dict):
+        for v in value.values():
+          collect(v)
+      elif isinstance(value, list):
+        for v in value:
+          collect(v)
+      elif isinstance(value, str):
+        strings.append(value)
+    collect(meta)
+    assert not [s for s in strings if s.startswith(('/', '~')) or ':\\' in s], name
+    assert meta['config']['data_dir'] is None and meta['config']['eval_data_dir'] is None
+    assert meta['training_data'].startswith('T91') and meta['config']['model'] == 'edsr'
+
+
+def test_evaluate_pretrained_without_data_says_what_to_pass(tmp_path):
+  result = run_module('flax_sr.evaluate', '--pretrained', 'x3', cwd=str(tmp_path))
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert '--dataset folder --data_dir DIR' in result.stderr
+  assert '/work' not in result.stderr and '.devdata' not in result.stderr
+
+
+def test_evaluate_pretrained_on_a_folder_from_any_directory(tmp_path):
+  (tmp_path / 'set').mkdir()
+  (tmp_path / 'set' / 'butterfly.png').write_bytes(
+      (pathlib.Path(__file__).parent / 'data' / 'protocol' / 'butterfly_hr.png').read_bytes())
+  result = run_module('flax_sr.evaluate', '--pretrained', 'x3', '--dataset', 'folder',
+                      '--data_dir', 'set', cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr
+  assert 'Evaluation on folder set (1 images, x3, shave 3)' in result.stdout

@@ -1,0 +1,116 @@
+"""The command-line toolkit every flax_sr tool shares: running a tool (one-line errors, exit
+codes) and parsing list and boolean flags. Imports no JAX, so ``--help`` and bad flags answer
+at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from flax_sr.config import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the tools' one-line errors: ``error: ...`` and exit code 2, no usage dump."""
+
+  def error(self, message: str):
+    self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def parse_bool(text: str) -> bool:
+  lowered = str(text).lower()
+  if lowered in ('1', 'true', 'yes', 'on'):
+    return True
+  if lowered in ('0', 'false', 'no', 'off'):
+    return False
+  raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+
+
+def _parse_list(text: str, kind: type, example: str) -> tuple:
+  try:
+    return tuple(kind(v) for v in text.strip('()[] ').replace(' ', '').split(',') if v)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected comma-separated {kind.__name__}s like {example}, '
+                                     f'got {text!r}')
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+  return _parse_list(text, int, '1,1,1,3')
+
+
+def parse_float_list(text: str) -> tuple[float, ...]:
+  return _parse_list(text, float, '1,0.8,0.6')
+
+
+def run_cli(main_fn, argv=None) -> int:
+  """Runs a command-line tool: one-line errors with exit code 2 (``UserError``, and file-system
+  errors naming their path), Ctrl-C without a traceback."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  for noisy in ('absl', 'orbax', 'jax._src.xla_bridge', 'tensorflow'):
+    logging.getLogger(noisy).setLevel(logging.ERROR)
+  try:
+    return main_fn(argv) or 0
+  except UserError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print('interrupted', file=sys.stderr)
+    return 130
+  except OSError as error:
+    if error.filename is None:
+      raise  # not about a path the user gave: a bug to report, with its traceback
+    print(f'error: {error.strerror or error}: {error.filename}', file=sys.stderr)
+    return 2
+
+
+def positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+  return value
+
+
+def non_negative_int(text: str) -> int:
+  if not text.isdigit():
+    raise argparse.ArgumentTypeError(f'expected a whole number >= 0, got {text!r}')
+  return int(text)
+
+
+def parse_step(text: str) -> str | int:
+  """'best', 'latest' or a step number."""
+  if text in ('best', 'latest'):
+    return text
+  if text.isdigit():
+    return int(text)
+  raise argparse.ArgumentTypeError(f"expected 'best', 'latest' or a step number, got {text!r}")
+
+
+def add_model_source_flags(parser: argparse.ArgumentParser, required: bool = True):
+  """--workdir / --checkpoint / --pretrained (one of them) and --step: where a tool's model
+  comes from. ``load_model_from_flags`` loads it."""
+  where = parser.add_mutually_exclusive_group(required=required)
+  where.add_argument('--workdir', help='a training run (its best checkpoint by default)')
+  where.add_argument('--checkpoint', help='a checkpoint folder WORKDIR/checkpoints/STEP')
+  where.add_argument('--pretrained', help='weights shipped with the package: x2, x3 or x4')
+  parser.add_argument('--step', default='best', type=parse_step,
+                      help="with --workdir: 'best' by validation PSNR (default), 'latest' or a "
+                           "step number")
+
+
+def load_model_from_flags(args: argparse.Namespace):
+  """The ``inference.LoadedModel`` that ``add_model_source_flags``' flags name (None if none)."""
+  from flax_sr import inference  # imports JAX: only once the flags are known to be valid
+  if args.pretrained:
+    return inference.load_pretrained(args.pretrained)
+  if args.checkpoint:
+    workdir, step = inference.checkpoint_path_to_run(args.checkpoint)
+    return inference.load_run(workdir, step)
+  if args.workdir:
+    return inference.load_run(args.workdir, args.step)
+  return None

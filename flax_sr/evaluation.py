@@ -1,0 +1,68 @@
+"""The evaluation loop shared by training and the ``evaluate`` tool: mean protocol metrics of a
+model over an evaluation set, on every device, and the table that reports them."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from flax_sr import input_pipeline
+from flax_sr import parallel
+from flax_sr import train as train_lib
+
+ROWS = ('model', 'bicubic', 'nearest')
+
+
+def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalSet, mesh,
+                    batch_size: int) -> dict[str, dict[str, float]]:
+  """Mean metrics over every image of ``eval_set``: {row: {metric: value}}.
+
+  ``eval_fn(variables, batch) -> sums`` is a compiled ``train.eval_sums`` (or ``eval_step`` with
+  a state as ``variables``). Same-size images go in padded, masked batches split over the
+  devices; whole images of different sizes go one per batch, padded to the device count. In a
+  multi-host run each process feeds its own part of every batch.
+  """
+  sums = None
+  if eval_set.same_size:
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size)
+    global_batch = batch_size
+  else:
+    batches = (dict(next(input_pipeline.eval_batches(image[None], 1, mesh.size)),
+                    gray=np.full(mesh.size, gray))
+               for image, gray in zip(eval_set.images, eval_set.gray))
+    global_batch = mesh.size
+  local = input_pipeline.local_batch_slice(global_batch, jax.process_index(), jax.process_count())
+  for batch in batches:
+    batch = {k: v[local] for k, v in batch.items()}
+    sums = train_lib.sum_eval(sums, eval_fn(variables, parallel.put_batch(batch, mesh)))
+  return train_lib.summarize_eval(sums)
+
+
+def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
+                 num_images: int, title: str = '', model_label: str = 'model') -> str:
+  """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic.
+  ``model_label`` names the model row (e.g. 'model+' for the self-ensemble)."""
+  lines = [f'{title}Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}):',
+           f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}']
+  for row in ROWS:
+    if row in table:
+      v = table[row]
+      label = model_label if row == 'model' else row
+      lines.append(f'{label:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
+                   f'{v["ssim_rgb"]:9.4f}')
+  if 'bicubic' in table:
+    gain_psnr = table['model']['psnr_y'] - table['bicubic']['psnr_y']
+    gain_ssim = table['model']['ssim_y'] - table['bicubic']['ssim_y']
+    lines.append(f'{model_label} gain over bicubic: {gain_psnr:+.3f} dB PSNR-Y, '
+                 f'{gain_ssim:+.4f} SSIM-Y')
+  return '\n'.join(lines)
+
+
+def results_json(table, scale: int, eval_set: input_pipeline.EvalSet, source: str) -> dict:
+  keys = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
+  result: dict[str, Any] = {row: {k: table[row][k] for k in keys} for row in ROWS if row in table}
+  result.update(scale=scale, num_images=len(eval_set), dataset=eval_set.name, checkpoint=source)
+  return result
