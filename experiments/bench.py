@@ -33,6 +33,11 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+if __name__ == '__main__':
+  # Before JAX loads: the malloc tunables are read once, at process start (host_allocator).
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_fast_malloc()
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -341,6 +346,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_fast_malloc()
   sys.exit(main())

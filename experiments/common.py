@@ -1,5 +1,6 @@
-"""Shared runner for the experiment files: each experiment is a Config (its recipe) trained with
-``flax_sr.trainer`` and evaluated with the full protocol (model, bicubic, nearest).
+"""Shared runner for the experiment files: each experiment is a preset (``flax_sr/configs``, the
+same recipe ``python -m flax_sr.main --config NAME`` trains) trained with ``flax_sr.trainer``
+and evaluated with the full protocol (model, bicubic, nearest).
 
 Every experiment runs as
 
@@ -36,33 +37,45 @@ def default_data_dir(dataset: str) -> str | None:
   return str(path) if path is not None and path.exists() else None
 
 
-def run(name: str, recipe: dict, argv=None, eval_data_dir: str | None = None) -> dict:
+def experiment_config(name: str, data_dir: str | None = None, eval_data_dir: str | None = None,
+                      train_minutes: float | None = None, quick: bool = False) -> Config:
+  """The preset ``name`` with the experiment's data folders and budget."""
+  from flax_sr import configs
+  preset_name, values = configs.load(name)
+  values['data_dir'] = data_dir or values.get('data_dir') or default_data_dir(
+      values.get('dataset', 'stl10'))
+  if eval_data_dir:
+    values['eval_data_dir'] = eval_data_dir
+  if train_minutes:
+    values['train_minutes'] = train_minutes
+  if quick:
+    values.update(QUICK)
+    values.pop('train_minutes', None)
+  return Config(**values, preset=preset_name)
+
+
+def run(name: str, argv=None, eval_data_dir: str | None = None) -> dict:
   from flax_sr import host_allocator
   host_allocator.reexec_with_fast_malloc()  # run() is only called from __main__ blocks
-  parser = argparse.ArgumentParser(prog=f'python experiments/{name}.py',
-                                   description=f'experiment {name}: {recipe}')
+  from flax_sr import cli, configs
+  parser = argparse.ArgumentParser(
+      prog=f'python experiments/{name}.py',
+      description=f'Experiment {name}: {configs.summary(name)} Trains the preset of that name '
+                  f'(python -m flax_sr.main --config {name} runs the same recipe) and prints '
+                  f'the final table with nearest, bicubic and the model.')
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--data_dir', help='default: ../shared data when present')
-  parser.add_argument('--eval_data_dir', default=eval_data_dir)
+  parser.add_argument('--data_dir', help='training data (default: the copy in ../shared beside '
+                                         'a developer checkout, when present)')
+  parser.add_argument('--eval_data_dir', default=eval_data_dir,
+                      help='folder of HR evaluation images (default: %(default)s)')
   parser.add_argument('--train_minutes', type=float, help='wall-clock training budget')
   parser.add_argument('--quick', action='store_true', help='a tiny 2-step run (CI)')
   args = parser.parse_args(argv)
 
   from flax_sr import evaluation
   from flax_sr import inference, input_pipeline, parallel, trainer
-  from flax_sr.cli import run_cli
-
-  values = dict(recipe)
-  values['data_dir'] = args.data_dir or values.get('data_dir') or default_data_dir(
-      values.get('dataset', 'stl10'))
-  if args.eval_data_dir:
-    values['eval_data_dir'] = args.eval_data_dir
-  if args.train_minutes:
-    values['train_minutes'] = args.train_minutes
-  if args.quick:
-    values.update(QUICK)
-    values.pop('train_minutes', None)
-  config = Config(**values)
+  config = experiment_config(name, args.data_dir, args.eval_data_dir, args.train_minutes,
+                             args.quick)
 
   def main(_argv):
     summary = trainer.train_and_evaluate(config, args.workdir)
@@ -83,4 +96,4 @@ def run(name: str, recipe: dict, argv=None, eval_data_dir: str | None = None) ->
     print(f'wrote {path}')
     return 0
 
-  sys.exit(run_cli(main))
+  sys.exit(cli.run_cli(main))

@@ -1,6 +1,8 @@
-"""The reference model with the improved recipe (see improved_x3.py), x6 on STL-10."""
+"""Experiment improved_x6: the preset flax_sr/configs/improved_x6.py, trained and evaluated.
+
+    python experiments/improved_x6.py --workdir runs/improved_x6 [--train_minutes M]
+"""
 from common import run
-from improved_x3 import RECIPE
 
 if __name__ == '__main__':
-  run('improved_x6', dict(RECIPE, input_size=16))
+  run('improved_x6')

@@ -1,6 +1,8 @@
-"""Model 1 of the original design: 16x16 -> 96x96 (x6) on STL-10, with its recipe."""
+"""Experiment reference_x6: the preset flax_sr/configs/reference_x6.py, trained and evaluated.
+
+    python experiments/reference_x6.py --workdir runs/reference_x6 [--train_minutes M]
+"""
 from common import run
-from reference_x3 import RECIPE
 
 if __name__ == '__main__':
-  run('reference_x6', dict(RECIPE, input_size=16))
+  run('reference_x6')

@@ -30,11 +30,6 @@ import sys
 import time
 from typing import Any, NamedTuple, Sequence
 
-if __name__ == '__main__':
-  # As a command: re-execute with the fast malloc before the heavy imports (cheap here).
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_fast_malloc()
-
 import numpy as np
 
 from flax_sr import cli
@@ -465,5 +460,9 @@ def main(argv=None) -> int:
   return 0
 
 
+def console() -> None:
+  cli.console_main(main)
+
+
 if __name__ == '__main__':
-  sys.exit(cli.run_cli(main))
+  console()

@@ -5,11 +5,13 @@ at once."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import typing
 
-from flax_sr.config import UserError
+from flax_sr.config import Config, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -42,6 +44,44 @@ def parse_int_list(text: str) -> tuple[int, ...]:
 
 def parse_float_list(text: str) -> tuple[float, ...]:
   return _parse_list(text, float, '1,0.8,0.6')
+
+
+def _flag_type(annotation) -> tuple[callable, dict]:
+  """The parser and extra argparse arguments for a ``Config`` field's declared type."""
+  args = [a for a in typing.get_args(annotation) if a is not type(None)]
+  if typing.get_origin(annotation) in (typing.Union, getattr(__import__('types'), 'UnionType')):
+    annotation = args[0]  # X | None: parse X; None is the default's business
+  if typing.get_origin(annotation) is tuple:
+    element = typing.get_args(annotation)[0]
+    return (parse_int_list if element is int else parse_float_list), {}
+  if annotation is bool:
+    return parse_bool, {'nargs': '?', 'const': True, 'metavar': 'BOOL'}
+  return annotation, {}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, defaults: Config | None = None,
+                     skip: tuple[str, ...] = ('preset',)):
+  """One flag per ``Config`` field: help from the field's declaration, type from its
+  annotation, default from ``defaults`` (a preset's values over ``Config``'s)."""
+  defaults = defaults or Config()
+  hints = typing.get_type_hints(Config)
+  for field in dataclasses.fields(Config):
+    if field.name in skip:
+      continue
+    default = getattr(defaults, field.name)
+    text = field.metadata.get('help', '')
+    if 'default' not in text:
+      shown = ','.join(map(str, default)) if isinstance(default, tuple) else default
+      text += f' (default: {shown})'
+    kind, extra = _flag_type(hints[field.name])
+    parser.add_argument(f'--{field.name}', type=kind, default=default,
+                        help=text.replace('%', '%%'), **extra)
+
+
+def config_from_args(args: argparse.Namespace, **fixed) -> Config:
+  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+            if hasattr(args, f.name)}
+  return Config(**{**values, **fixed})
 
 
 def run_cli(main_fn, argv=None) -> int:
@@ -114,3 +154,15 @@ def load_model_from_flags(args: argparse.Namespace):
   if args.workdir:
     return inference.load_run(args.workdir, args.step)
   return None
+
+
+INFORMATIONAL_FLAGS = frozenset({'-h', '--help', '--version', '--list_configs'})
+
+
+def console_main(main_fn) -> None:
+  """A command's entry point (``python -m flax_sr.X`` and the ``flax-sr-*`` console scripts):
+  the fast-malloc re-exec on CPU (see ``host_allocator``), then ``run_cli``."""
+  from flax_sr import host_allocator
+  if not INFORMATIONAL_FLAGS & set(sys.argv[1:]):  # nothing heavy runs for those
+    host_allocator.reexec_with_fast_malloc()
+  sys.exit(run_cli(main_fn))

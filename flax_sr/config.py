@@ -11,54 +11,144 @@ import json
 import math
 from typing import Any
 
+# The choices of the options, here rather than beside the code that uses them so that flags are
+# checked without importing JAX (``models`` and ``train`` import them from here).
+DATASETS = ('stl10', 'folder', 'sample')
+MODEL_NAMES = ('reference', 'espcn', 'edsr')
+DTYPES = ('float32', 'bfloat16')
+CONV_IMPLS = ('auto', 'xla', 'matmul', 'tuned')
+LOSSES = ('mse', 'l1', 'charbonnier')
+LR_SCHEDULES = ('constant', 'cosine')
+
 
 class UserError(Exception):
   """A problem with the user's input (options, files, data): reported in one line, exit 2."""
 
 
+def option(default: Any, help: str) -> Any:  # noqa: A002 (argparse's word)
+  """A ``Config`` field with its command-line help beside it."""
+  return dataclasses.field(default=default, metadata={'help': help})
+
+
+def prime_factors(n: int) -> list[int]:
+  factors, p = [], 2
+  while n > 1:
+    while n % p == 0:
+      factors.append(p)
+      n //= p
+    p += 1
+  return factors
+
+
+def default_upsample_factors(scale: int, num_blocks: int = 4) -> tuple[int, ...]:
+  """The reference model's per-block factors with the upsampling on the last blocks (the
+  cheapest placement); pure Python so that flags are checked without JAX.
+
+  x6 -> (1, 1, 2, 3), x3 -> (1, 1, 1, 3); when the scale has more prime factors than there
+  are blocks, the smallest ones are merged so that every factor fits in a block.
+  """
+  if scale < 1 or num_blocks < 1:
+    raise ValueError(f'scale and num_blocks must be >= 1, got {scale}, {num_blocks}')
+  factors = prime_factors(scale)
+  while len(factors) > num_blocks:
+    factors = sorted([factors[0] * factors[1]] + factors[2:])
+  return tuple([1] * (num_blocks - len(factors)) + factors)
+
+
 @dataclasses.dataclass
 class Config:
   # Data.
-  dataset: str = 'stl10'            # stl10 | folder | sample
-  data_dir: str | None = None       # tfds data dir (stl10) or image folder (folder)
-  eval_data_dir: str | None = None  # folder of HR images to evaluate on (folder dataset)
-  hr_size: int = 96                 # HR training size (STL-10 images are 96x96)
-  input_size: int = 32              # LR training size; scale = hr_size / input_size
-  augment: bool = False             # random flips and 90-degree rotations
-  patches_per_image: int = 16       # folder dataset: random crops per image per epoch
-  crops_by_area: bool = False       # folder dataset: crops per image in proportion to its area
-  image_scales: tuple[float, ...] = (1.0,)  # folder dataset: also train on downscaled copies
-  eval_examples: int | None = None  # limit the evaluation set (None: all of it)
+  dataset: str = option('stl10',
+      'training data: stl10 (tfds, default), folder (images under --data_dir), or '
+      'sample (photos shipped with scikit-image; no download)')
+  data_dir: str | None = option(None,
+      'tfds data dir for stl10 (tfds default when unset), or the image folder for '
+      '--dataset folder')
+  eval_data_dir: str | None = option(None,
+      "folder of HR images to evaluate on (e.g. Set5); default: the stl10 test split / "
+      "the sample's held-out photos / the training folder")
+  hr_size: int = option(96,
+      'HR training image (crop) size')
+  input_size: int = option(32,
+      'LR input size; the scale is hr_size / input_size (16 -> x6, 32 -> x3)')
+  augment: bool = option(False,
+      'random flips and 90-degree rotations of training images')
+  patches_per_image: int = option(16,
+      'folder dataset: random HR crops per image per epoch')
+  crops_by_area: bool = option(False,
+      'folder dataset: draw crops from each image in proportion to its area (default: '
+      'the same number from every image)')
+  image_scales: tuple[float, ...] = option((1.0,),
+      'folder dataset: train on each image at these scales, e.g. 1,0.9,0.8,0.7,0.6 '
+      '(downscaled copies, the SRCNN/VDSR augmentation of T91)')
+  eval_examples: int | None = option(None,
+      'evaluate on the first N images only (quick runs)')
   # Model.
-  model: str = 'reference'
-  features: int | None = None       # width; None: the model's default
-  num_blocks: int = 4               # reference model depth
-  num_res_blocks: int = 16          # EDSR depth
-  upsample_factors: tuple[int, ...] | None = None  # reference model; None: on the last blocks
-  global_residual: bool = False
-  dtype: str = 'float32'            # computation dtype: float32 | bfloat16
-  conv_impl: str = 'auto'           # convolutions: auto | xla | matmul | tuned
+  model: str = option('reference',
+      'network: reference (the original design), espcn, edsr')
+  features: int | None = option(None,
+      "channels per convolution (default: the model's own, 64 for each model)")
+  num_blocks: int = option(4,
+      'reference model: number of conv-BN-ReLU-upsample blocks')
+  num_res_blocks: int = option(16,
+      'edsr: number of residual blocks')
+  upsample_factors: tuple[int, ...] | None = option(None,
+      'reference model: per-block upsample factors, e.g. 3,1,1,1 (product = scale); '
+      'default: on the last blocks, e.g. 1,1,1,3')
+  global_residual: bool = option(False,
+      'predict the difference to the bicubic upscale of the input')
+  dtype: str = option('float32',
+      'computation dtype: float32 or bfloat16 (parameters stay float32)')
+  conv_impl: str = option('auto',
+      "convolutions: xla (flax.linen.Conv), matmul (im2col products with a custom VJP, "
+      "the reference model's upsample folded in), tuned (per layer shape: Winograd "
+      "F(4x4,3x3), F(2x2,3x3) for bfloat16 and small inputs, or XLA's own for thin "
+      "outputs at large images; see fast_conv.py), or auto (default: tuned on CPU, xla "
+      "on GPU/TPU)")
   # Optimisation (defaults: the reference design).
-  batch_size: int = 64
-  num_epochs: int = 10
-  num_train_steps: int | None = None  # overrides num_epochs when set
-  train_minutes: float | None = None  # wall-clock training budget
-  learning_rate: float = 1e-4
-  lr_schedule: str = 'constant'     # constant | cosine (with warm-up)
-  warmup_steps: int = 0
-  loss: str = 'mse'                 # mse | l1 | charbonnier
-  ema_decay: float = 0.0            # > 0 keeps a weight EMA, used for evaluation
-  seed: int = 0
+  batch_size: int = option(64,
+      'global batch size (split over devices)')
+  num_epochs: int = option(10,
+      'training epochs')
+  num_train_steps: int | None = option(None,
+      'training steps (overrides --num_epochs when set)')
+  train_minutes: float | None = option(None,
+      'wall-clock training budget in minutes; then checkpoint and evaluate')
+  learning_rate: float = option(1e-4,
+      'Adam (peak) learning rate')
+  lr_schedule: str = option('constant',
+      'constant, or cosine (warm-up then cosine decay to 1%)')
+  warmup_steps: int = option(0,
+      'warm-up steps of the cosine schedule')
+  loss: str = option('mse',
+      'pixel loss: mse, l1 or charbonnier')
+  ema_decay: float = option(0.0,
+      'keep an exponential moving average of the weights with this decay (e.g. 0.999) '
+      'and evaluate it; 0 turns it off')
+  seed: int = option(0,
+      'seed for initialisation and the data order')
   # Loop.
-  eval_every: int | None = None     # steps; None: at the end of every epoch
-  eval_batch_size: int | None = None
-  log_every: int = 50
-  checkpoint_every: int = 1000
-  keep_checkpoints: int = 3
-  resume: bool = True
-  num_devices: int | None = None    # None: every local device
-  distributed: bool = False         # call jax.distributed.initialize() (multi-host)
-  num_grid_images: int = 6
+  eval_every: int | None = option(None,
+      'evaluate every N steps (default: at the end of every epoch)')
+  eval_batch_size: int | None = option(None,
+      'evaluation batch size (default: --batch_size)')
+  log_every: int = option(50,
+      'log training scalars every N steps')
+  checkpoint_every: int = option(1000,
+      'save a checkpoint every N steps (also at each epoch end and evaluation)')
+  keep_checkpoints: int = option(3,
+      'keep the last N checkpoints (the best by PSNR is always kept)')
+  resume: bool = option(True,
+      'continue from the latest checkpoint in --workdir (false: refuse to train over an'
+      ' existing run)')
+  num_devices: int | None = option(None,
+      'use the first N local devices (default: all)')
+  distributed: bool = option(False,
+      'multi-host: call jax.distributed.initialize() first')
+  num_grid_images: int = option(6,
+      'images in each comparison picture')
+  preset: str | None = option(None,
+      'the named recipe (--config) the run started from; recorded, not set by hand')
 
   @property
   def scale(self) -> int:
@@ -103,28 +193,28 @@ class Config:
     if self.input_size not in valid_sizes:
       raise UserError(f'--input_size {self.input_size} does not divide --hr_size '
                       f'{self.hr_size}; valid values: {", ".join(map(str, valid_sizes))}')
-    from flax_sr import models  # lazily: the CLI parses flags before importing JAX
-    if self.model not in models.MODEL_NAMES:
+    if self.model not in MODEL_NAMES:
       raise UserError(f'--model {self.model!r} is unknown; valid values: '
-                      f'{", ".join(models.MODEL_NAMES)}')
+                      f'{", ".join(MODEL_NAMES)}')
     if self.upsample_factors is not None:
       if self.model != 'reference':
         raise UserError('--upsample_factors applies to --model reference only')
       if (len(self.upsample_factors) != self.num_blocks
           or math.prod(self.upsample_factors) != self.scale
           or min(self.upsample_factors) < 1):
-        example = ','.join(map(str, models.default_upsample_factors(self.scale, self.num_blocks)))
+        example = ','.join(map(str, default_upsample_factors(self.scale, self.num_blocks)))
         raise UserError(f'--upsample_factors {",".join(map(str, self.upsample_factors))} must be '
                         f'{self.num_blocks} positive integers whose product is the scale '
                         f'{self.scale} (= {self.hr_size}/{self.input_size}), e.g. {example}')
-    if self.dataset not in ('stl10', 'folder', 'sample'):
-      raise UserError(f'--dataset {self.dataset!r} is unknown; valid values: stl10, folder, sample')
+    if self.dataset not in DATASETS:
+      raise UserError(f'--dataset {self.dataset!r} is unknown; valid values: '
+                      f'{", ".join(DATASETS)}')
     if self.dataset == 'folder' and not self.data_dir:
       raise UserError('--dataset folder needs --data_dir DIR (a folder of PNG/JPEG/BMP images)')
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:
       raise UserError(f'--dataset {self.dataset} has 96x96 images; --hr_size must be 96')
-    choices = {'dtype': ('float32', 'bfloat16'), 'conv_impl': ('auto', 'xla', 'matmul', 'tuned'),
-               'loss': ('mse', 'l1', 'charbonnier'), 'lr_schedule': ('constant', 'cosine')}
+    choices = {'dtype': DTYPES, 'conv_impl': CONV_IMPLS, 'loss': LOSSES,
+               'lr_schedule': LR_SCHEDULES}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
         raise UserError(f'--{name} {getattr(self, name)!r} is unknown; valid values: '

@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
-
-if __name__ == '__main__':
-  # As a command: re-execute with the fast malloc before the heavy imports (cheap here).
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_fast_malloc()
-
-import numpy as np
 
 from flax_sr import cli
-from flax_sr import evaluation
-from flax_sr import input_pipeline
-from flax_sr import parallel
-from flax_sr import pictures
-from flax_sr import train as train_lib
 from flax_sr.config import UserError
 
-def save_outputs(upscaler, eval_set: input_pipeline.EvalSet, scale: int, directory: str):
+def save_outputs(upscaler, eval_set, scale: int, directory: str):
   """Writes the model's SR output of every evaluation image as PNG, named after the HR file."""
+  import numpy as np
+  from flax_sr import pictures
+  from flax_sr import train as train_lib
   out_dir = pathlib.Path(directory)
   for image, name in zip(eval_set.images, eval_set.names):
     lr = np.asarray(train_lib.degrade(image, scale))
@@ -60,7 +50,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   loaded = cli.load_model_from_flags(args)
-  from flax_sr import inference  # imports JAX: after the flags are checked
+  # JAX and the data code only now, once the flags are known to be valid.
+  from flax_sr import evaluation, inference, input_pipeline, parallel
   config = loaded.config
   if args.dataset:
     config.dataset, config.data_dir, config.eval_data_dir = args.dataset, args.data_dir, None
@@ -100,5 +91,9 @@ def main(argv=None) -> int:
   return 0
 
 
+def console() -> None:
+  cli.console_main(main)
+
+
 if __name__ == '__main__':
-  sys.exit(cli.run_cli(main))
+  console()

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_sr import layers
+
 
 def im2col(x: jnp.ndarray, size: int = 3) -> jnp.ndarray:
   """(N, H, W, C) -> (N, H, W, size*size*C): the size x size neighbourhoods, zero padded
@@ -308,7 +310,7 @@ def _phase_map(factor: int) -> np.ndarray:
 
 def fuse_upsample_kernel(kernel: jnp.ndarray, factor: int) -> jnp.ndarray:
   """(3, 3, C_in, C_out) on the upsampled grid -> (3, 3, C_in, f*f*C_out) on the small grid,
-  output channels ordered (a, b, c) as ``models.pixel_shuffle`` expects."""
+  output channels ordered (a, b, c) as ``layers.pixel_shuffle`` expects."""
   fused = jnp.einsum('yxtsab,tsio->yxiabo', jnp.asarray(_phase_map(factor), kernel.dtype), kernel)
   c_in, c_out = kernel.shape[2], kernel.shape[3]
   return fused.reshape(3, 3, c_in, factor * factor * c_out)
@@ -348,8 +350,7 @@ class MatmulConv(nn.Module):
       raise ValueError(f'strategy must be one of {sorted(STRATEGIES)} or auto, got {strategy!r}')
     y = STRATEGIES[strategy](x, kernel)
     if factor > 1:
-      from flax_sr.models import pixel_shuffle  # models imports this module lazily
-      y = pixel_shuffle(y, factor)
+      y = layers.pixel_shuffle(y, factor)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
                          ).astype(self.dtype)

@@ -86,26 +86,46 @@ def set_malloc_tunables(environ: dict[str, str], tunables: tuple[str, ...],
   return {**environ, 'GLIBC_TUNABLES': ':'.join(merged)} if merged else environ
 
 
+# Distributions that give JAX an accelerator backend (name prefixes, normalised to '-').
+ACCELERATOR_PLUGINS = ('jax-cuda', 'jax-rocm', 'libtpu', 'jax-metal')
+
+
+def accelerator_expected(environ: dict[str, str]) -> bool:
+  """Whether JAX will run on an accelerator, decided without importing JAX: ``JAX_PLATFORMS``
+  when set, else whether an accelerator plugin (CUDA, ROCm, TPU, Metal) is installed. The
+  tunables help XLA:CPU's step buffers only."""
+  platforms = environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    return platforms.split(',')[0].strip().lower() != 'cpu'
+  from importlib import metadata
+  names = {(d.metadata['Name'] or '').lower().replace('_', '-') for d in metadata.distributions()}
+  return any(name.startswith(ACCELERATOR_PLUGINS) for name in names)
+
+
 def environment_with_fast_malloc(environ: dict[str, str]) -> dict[str, str] | None:
-  """The environment to re-execute with, or None when nothing is to be done."""
+  """The environment to re-execute with, or None when nothing is to be done (switched off,
+  already set, not glibc, or JAX will run on an accelerator)."""
   if environ.get(OFF_SWITCH, '1') == '0':
     return None
   tunables = fast_malloc_tunables()
   present = {_key(t) for t in environ.get('GLIBC_TUNABLES', '').split(':') if t}
-  if all(_key(t) in present for t in tunables):
+  if all(_key(t) in present for t in tunables) or accelerator_expected(environ):
     return None
   # The off switch in the child also guards against a re-exec loop.
   return {**set_malloc_tunables(environ, tunables, True), OFF_SWITCH: '0'}
 
 
 def reexec_with_fast_malloc() -> None:
-  """Re-executes this command (``sys.orig_argv``) with the fast malloc; returns if not needed
-  or not possible. Call it first in a ``__main__`` block, before anything heavy is imported."""
+  """Re-executes this command (``sys.orig_argv``) with the fast malloc, saying so in one line
+  on stderr; returns if not needed or not possible. Call it first in a ``__main__`` block,
+  before anything heavy is imported. The same effect without the re-exec: set
+  ``GLIBC_TUNABLES`` to ``':'.join(fast_malloc_tunables())`` yourself."""
   environ = environment_with_fast_malloc(dict(os.environ))
   if environ is None or not getattr(sys, 'orig_argv', None):
     return
   sys.stdout.flush()
-  sys.stderr.flush()
+  print(f'flax_sr: restarting once with glibc malloc tunables for XLA:CPU '
+        f'({OFF_SWITCH}=0 turns this off)', file=sys.stderr, flush=True)
   try:
     os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), environ)
   except OSError:

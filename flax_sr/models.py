@@ -18,52 +18,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_sr import fast_conv
 from flax_sr import resize as resize_lib
-
-MODEL_NAMES = ('reference', 'espcn', 'edsr')
-
-
-def prime_factors(n: int) -> list[int]:
-  factors, p = [], 2
-  while n > 1:
-    while n % p == 0:
-      factors.append(p)
-      n //= p
-    p += 1
-  return factors
-
-
-def default_upsample_factors(scale: int, num_blocks: int = 4) -> tuple[int, ...]:
-  """Per-block factors with the upsampling on the last blocks (the cheapest placement).
-
-  x6 -> (1, 1, 2, 3), x3 -> (1, 1, 1, 3); when the scale has more prime factors than there
-  are blocks, the smallest ones are merged so that every factor fits in a block.
-  """
-  if scale < 1 or num_blocks < 1:
-    raise ValueError(f'scale and num_blocks must be >= 1, got {scale}, {num_blocks}')
-  factors = prime_factors(scale)
-  while len(factors) > num_blocks:
-    factors = sorted([factors[0] * factors[1]] + factors[2:])
-  return tuple([1] * (num_blocks - len(factors)) + factors)
-
-
-def upsample_nearest(x: jnp.ndarray, factor: int) -> jnp.ndarray:
-  """Nearest-neighbour upsampling of NHWC by an integer factor (a broadcast, no gather)."""
-  if factor == 1:
-    return x
-  n, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
-  return x.reshape(n, h * factor, w * factor, c)
-
-
-def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
-  """Depth-to-space: (N, H, W, r*r*C) -> (N, H*r, W*r, C)."""
-  n, h, w, c = x.shape
-  out_c = c // (factor * factor)
-  x = x.reshape(n, h, w, factor, factor, out_c)
-  x = x.transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h * factor, w * factor, out_c)
-
+from flax_sr.config import MODEL_NAMES, default_upsample_factors  # noqa: F401 (re-exported)
+from flax_sr.layers import pixel_shuffle, upsample_nearest  # noqa: F401 (re-exported)
 
 CONV_IMPLS = ('xla', 'matmul', 'tuned')
 
@@ -77,7 +35,6 @@ def make_conv(conv_impl: str, features: int, kernel_size: int = 3, *, name: str,
   All have the same parameters and compute the same function. ``upsample_input=f`` convolves
   the nearest upsample of the input; the fast_conv paths do that at the input's resolution."""
   if conv_impl in ('matmul', 'tuned'):
-    from flax_sr import fast_conv  # imported lazily: models' import stays light
     return fast_conv.MatmulConv(features, (kernel_size, kernel_size), use_bias=use_bias,
                                 dtype=dtype, upsample_input=upsample_input,
                                 kernel_init=kernel_init, name=name,

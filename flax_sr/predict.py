@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import sys
 import time
-
-if __name__ == '__main__':
-  # As a command: re-execute with the fast malloc before the heavy imports (cheap here).
-  from flax_sr import host_allocator
-  host_allocator.reexec_with_fast_malloc()
 
 from flax_sr import cli
 from flax_sr import input_pipeline
@@ -104,5 +98,9 @@ def main(argv=None) -> int:
   return 0 if written or existing else 2
 
 
+def console() -> None:
+  cli.console_main(main)
+
+
 if __name__ == '__main__':
-  sys.exit(cli.run_cli(main))
+  console()

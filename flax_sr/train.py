@@ -25,9 +25,7 @@ from flax.training import train_state
 from flax_sr import resize as resize_lib
 from flax_sr import metrics as metrics_lib
 from flax_sr import models
-
-LOSSES = ('mse', 'l1', 'charbonnier')
-SCHEDULES = ('constant', 'cosine')
+from flax_sr.config import LOSSES, LR_SCHEDULES as SCHEDULES
 
 
 class TrainState(train_state.TrainState):

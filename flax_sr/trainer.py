@@ -58,11 +58,15 @@ class StopRequest:
 
 
 def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int) -> np.ndarray:
-  """Up to ``count`` same-size HR images for pictures (centre crops of whole images)."""
+  """Up to ``count`` same-size HR images for pictures, spread evenly over the evaluation set (so
+  a set of crops shows several photos, not neighbouring crops of the first), centre-cropped
+  when whole images of different sizes."""
+  picks = np.unique(np.linspace(0, len(eval_set) - 1, min(count, len(eval_set))).round()
+                    ).astype(int)
   if eval_set.same_size:
-    return eval_set.images[:count]
+    return eval_set.images[picks]
   crops = []
-  for image in eval_set.images[:count]:
+  for image in (eval_set.images[i] for i in picks):
     h, w = image.shape[:2]
     size = min(crop, h, w)
     top, left = (h - size) // 2, (w - size) // 2

@@ -14,7 +14,15 @@ needs_tunables = pytest.mark.skipif(not TUNABLES, reason='needs Linux with glibc
 
 def clean_environment():
   return {k: v for k, v in os.environ.items()
-          if k not in ('GLIBC_TUNABLES', host_allocator.OFF_SWITCH)}
+          if k not in ('GLIBC_TUNABLES', host_allocator.OFF_SWITCH, 'JAX_PLATFORMS')}
+
+
+@needs_tunables
+def test_no_reexec_where_jax_runs_on_an_accelerator():
+  base = {'PATH': '/bin'}
+  assert host_allocator.environment_with_fast_malloc({**base, 'JAX_PLATFORMS': 'cuda'}) is None
+  assert host_allocator.environment_with_fast_malloc({**base, 'JAX_PLATFORMS': 'tpu,cpu'}) is None
+  assert host_allocator.environment_with_fast_malloc({**base, 'JAX_PLATFORMS': 'cpu'}) is not None
 
 
 @needs_tunables
@@ -58,6 +66,9 @@ def test_entry_point_reexecutes_with_the_tunables(tmp_path):
                           check=True)
   # Printed twice: before the re-exec and in the re-executed process, which keeps the argv.
   assert result.stdout.count('start') == 2
+  # The re-exec says so, once, and names the off switch.
+  assert result.stderr.count('restarting once with glibc malloc tunables') == 1
+  assert 'FLAX_SR_FAST_MALLOC=0' in result.stderr
   assert result.stdout.strip().endswith(f"{':'.join(TUNABLES)} ['--flag', 'value']")
 
 

@@ -1,0 +1,7 @@
+"""The recipe of the shipped ``--pretrained x4`` weights (pretrained_x3's, 24x24 LR crops)."""
+
+from flax_sr.configs import pretrained_x3
+
+
+def get_config() -> dict:
+  return pretrained_x3.get_config(input_size=24)
