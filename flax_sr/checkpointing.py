@@ -14,7 +14,6 @@ the leftovers. Saves are asynchronous: training continues while the files are wr
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 from typing import Any
@@ -157,5 +156,3 @@ def check_compatible(saved: Config, requested: Config, workdir) -> None:
     raise CheckpointError(f'the checkpoint in {workdir} does not match the requested model: '
                           f'{mismatch}')
 
-
-logging.getLogger('absl').setLevel(logging.WARNING)

@@ -63,8 +63,9 @@ def main(argv=None) -> int:
   if parsed is None:
     return 0
   from flax_sr import trainer  # imported after validation: bad flags fail fast
-  trainer.train_and_evaluate(*parsed)
-  return 0
+  summary = trainer.train_and_evaluate(*parsed)
+  # Stopped by SIGTERM/SIGINT (checkpoint saved): 143/130, so a scheduler requeues the run.
+  return trainer.SIGNAL_EXIT_CODES.get(summary['stopped_by'], 0)
 
 
 def console() -> None:

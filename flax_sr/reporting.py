@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -59,6 +60,21 @@ class Reporter:
       self._writer.close()
     if self._jsonl is not None:
       self._jsonl.close()
+
+
+def drop_metrics_after(workdir: str | pathlib.Path, step: int) -> int:
+  """Removes the records of steps after ``step`` from ``metrics.jsonl`` (a resumed run trains
+  them again); the file is replaced atomically. Returns how many were dropped."""
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.is_file():
+    return 0
+  lines = [l for l in path.read_text().splitlines() if l.strip()]
+  kept = [l for l in lines if json.loads(l).get('step', 0) <= step]
+  if len(kept) != len(lines):
+    temporary = path.with_name(path.name + '.tmp')
+    temporary.write_text(''.join(l + '\n' for l in kept))
+    os.replace(temporary, path)
+  return len(lines) - len(kept)
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:

@@ -39,21 +39,29 @@ class TrainState(train_state.TrainState):
   model: nn.Module = struct.field(pytree_node=False, default=None)
 
 
+def make_schedule(learning_rate: float = 1e-4, *, schedule: str = 'constant',
+                  total_steps: int | None = None, warmup_steps: int = 0) -> optax.Schedule:
+  """The learning rate as a function of the step: constant, or warm-up + cosine decay to 1%."""
+  if schedule == 'constant':
+    return optax.constant_schedule(learning_rate)
+  if schedule == 'cosine':
+    if not total_steps:
+      raise ValueError('the cosine schedule needs total_steps')
+    return optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps=max(warmup_steps, 1),
+        decay_steps=max(total_steps, warmup_steps + 1), end_value=learning_rate * 1e-2)
+  raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
+
+
 def make_optimizer(learning_rate: float = 1e-4, *, schedule: str = 'constant',
                    total_steps: int | None = None, warmup_steps: int = 0,
                    grad_clip_norm: float | None = None) -> optax.GradientTransformation:
-  """Adam with a constant or warm-up + cosine learning rate (the schedule lives in the
-  optimizer state's step count, so a resumed run continues it exactly)."""
+  """Adam with ``make_schedule``'s learning rate (the schedule lives in the optimizer state's
+  step count, so a resumed run continues it exactly)."""
+  lr = make_schedule(learning_rate, schedule=schedule, total_steps=total_steps,
+                     warmup_steps=warmup_steps)
   if schedule == 'constant':
-    lr = learning_rate
-  elif schedule == 'cosine':
-    if not total_steps:
-      raise ValueError('the cosine schedule needs total_steps')
-    lr = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, warmup_steps=max(warmup_steps, 1),
-        decay_steps=max(total_steps, warmup_steps + 1), end_value=learning_rate * 1e-2)
-  else:
-    raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
+    lr = learning_rate  # a float keeps the optimizer state of earlier checkpoints
   adam = optax.adam(lr)
   if grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
@@ -102,7 +110,8 @@ def _variables(params, batch_stats):
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 'mse',
                axis_name: str | None = None, ema_decay: float = 0.999
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One optimisation step on a batch of uint8 HR images; returns the new state and metrics."""
+  """One optimisation step on a batch of uint8 HR images; returns the new state and metrics
+  (the loss and the global norms of the gradient and of the updated parameters)."""
   model = _model_with_axis(state.model, axis_name)
   hr = batch['hr']
   lr = metrics_lib.to_float(degrade(hr, model.scale))
@@ -127,7 +136,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 
     decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
     new_state = new_state.replace(ema_params=optax.incremental_update(
         new_state.params, state.ema_params, step_size=1.0 - decay))
-  return new_state, {'loss': loss_value}
+  # Global norms, logged as big_vision does: a spike in the gradient norm precedes divergence.
+  return new_state, {'loss': loss_value, 'grad_norm': optax.tree.norm(grads),
+                     'param_norm': optax.tree.norm(new_state.params)}
 
 
 def inference_variables(state: TrainState) -> dict[str, Any]:

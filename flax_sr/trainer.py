@@ -6,6 +6,7 @@ in the pure steps of ``train.py``; this file is the host-side orchestration arou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -32,6 +33,11 @@ from flax_sr.config import Config, UserError
 
 class TrainingDiverged(UserError):
   pass
+
+
+# A run stopped by a signal exits as a process killed by it would (128 + the signal number), so
+# a scheduler can tell a preemption (requeue it) from a finished run (exit code 0).
+SIGNAL_EXIT_CODES = {'SIGINT': 128 + signal.SIGINT, 'SIGTERM': 128 + signal.SIGTERM}
 
 
 class StopRequest:
@@ -98,17 +104,55 @@ def _flatten_table(prefix: str, table: dict[str, dict[str, float]]) -> dict[str,
   return {f'{prefix}/{row}/{name}': v for row, values in table.items() for name, v in values.items()}
 
 
+def parameter_counts(params) -> dict[str, int]:
+  """Learned parameters per top-level module (in the model's order), for the start-up block."""
+  return {name: int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+          for name, tree in params.items()}
+
+
+def _format_count(n: int) -> str:
+  return f'{n / 1e6:.2f}M' if n >= 1e6 else f'{n / 1e3:.1f}K' if n >= 1e3 else str(n)
+
+
+def start_up_block(config: Config, train_source, eval_set, steps_per_epoch: int,
+                   total_steps: int, step: int, params, mesh, workdir: pathlib.Path) -> str:
+  """What the run is, in a few lines, before its first step."""
+  counts = parameter_counts(params)
+  modules = ', '.join(f'{name} {_format_count(n)}' for name, n in counts.items())
+  device = jax.devices()[0]
+  lines = [
+      f'Run: {workdir}' + (f' (preset {config.preset})' if config.preset else ''),
+      f'Data: {train_source.name}, {train_source.examples_per_epoch} examples per epoch '
+      f'({steps_per_epoch} steps of {config.batch_size}); evaluation: {eval_set.name}, '
+      f'{len(eval_set)} images',
+      f'Training: {total_steps} steps ({total_steps / steps_per_epoch:.2f} epochs) at '
+      f'x{config.scale}, ' + (f'resuming at step {step}' if step else 'from scratch')
+      + (f', at most {config.train_minutes:g} minutes' if config.train_minutes else ''),
+      f'Model: {config.model}, {_format_count(sum(counts.values()))} parameters ({modules})',
+      f'Devices: {mesh.size} x {device.device_kind} ({device.platform}), mesh '
+      f'{dict(mesh.shape)}, {jax.process_count()} process(es)',
+  ]
+  return '\n'.join(lines)
+
+
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) a run in ``workdir``; returns a summary with the final evaluation."""
-  config.validate()
+  """Trains (or resumes) a run in ``workdir``; returns a summary with the final evaluation.
+
+  ``config`` is not modified. Nothing is written to ``workdir`` until the options, the data
+  and (on resume) the checkpoint's compatibility have been checked, so a failed start leaves
+  nothing behind and never changes an existing run's ``config.json``.
+  """
+  wall_start = time.perf_counter()
+  config = dataclasses.replace(config).validate()
   # Saved paths must work from any directory (evaluate/predict rebuild the run from them).
-  for name in ('data_dir', 'eval_data_dir'):
-    if getattr(config, name):
-      setattr(config, name, os.path.abspath(os.path.expanduser(getattr(config, name))))
+  config = dataclasses.replace(config, **{
+      name: os.path.abspath(os.path.expanduser(getattr(config, name)))
+      for name in ('data_dir', 'eval_data_dir') if getattr(config, name)})
   parallel.initialize_distributed(config.distributed)
   is_main = jax.process_index() == 0
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
-  workdir_path.mkdir(parents=True, exist_ok=True)
+  if workdir_path.exists() and not workdir_path.is_dir():
+    raise UserError(f'--workdir {workdir_path} is a file, not a folder')
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
   eval_batch_size = config.eval_batch_size or config.batch_size
@@ -119,8 +163,6 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
       raise UserError(f'{workdir_path} already holds a run (checkpoint at step {resume_step}); '
                       f'continue it with --resume=true or choose another --workdir')
     checkpointing.check_compatible(checkpointing.load_config(workdir_path), config, workdir_path)
-  if is_main:
-    checkpointing.save_config(workdir_path, config)
 
   logging.info('Loading data (%s)...', config.dataset)
   train_source = input_pipeline.make_train_source(config)
@@ -130,6 +172,12 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'{train_source.name} has {train_source.examples_per_epoch} examples per '
                     f'epoch, fewer than --batch_size {config.batch_size}')
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+  if resume_step is not None and resume_step >= total_steps:
+    return finished_run_summary(workdir_path, resume_step, total_steps, is_main)
+  try:
+    workdir_path.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise UserError(f'cannot create --workdir {workdir_path}: {error.strerror}') from error
   # Opened after the data is loaded: nothing else touches the filesystem while Orbax sets up.
   checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
 
@@ -140,6 +188,16 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     position, train_seconds = tuple(meta['position']), meta.get('train_seconds', 0.0)
     logging.info('Resumed from step %d (epoch %d, batch %d)', resume_step, *position)
   step = int(jax.device_get(state.step))
+  if is_main:
+    # The run is known to be valid only now; a resume also drops the metrics of steps after
+    # its checkpoint (a killed run's last steps are trained again and logged again).
+    checkpointing.save_config(workdir_path, config)
+    reporting.drop_metrics_after(workdir_path, step)
+    print(start_up_block(config, train_source, eval_set, steps_per_epoch, total_steps, step,
+                         jax.device_get(state.params), mesh, workdir_path), flush=True)
+  learning_rate = train_lib.make_schedule(config.learning_rate, schedule=config.lr_schedule,
+                                          total_steps=total_steps,
+                                          warmup_steps=config.warmup_steps)
 
   train_step = parallel.compile_train_step(mesh, loss=config.loss,
                                            ema_decay=config.ema_decay or 0.999)
@@ -180,6 +238,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
 
   budget = config.train_minutes * 60 if config.train_minutes else None
   table, stopped_by = None, None
+  if is_main:
+    print('Compiling the train step (the first step takes longer)...', flush=True)
   bar = reporting.progress_bar(total_steps, step, enabled=is_main)
   window_start, window_steps, pending = time.perf_counter(), 0, None
   try:
@@ -210,16 +270,21 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
           elapsed = time.perf_counter() - window_start
           rate = window_steps * config.batch_size / max(elapsed, 1e-9)
           reporter.scalars(step, {'train/loss': loss, 'train/images_per_s': rate,
-                                  'train/epoch': step / steps_per_epoch})
+                                  'train/epoch': step / steps_per_epoch,
+                                  'train/learning_rate': float(learning_rate(step - 1)),
+                                  'train/grad_norm': float(step_metrics['grad_norm']),
+                                  'train/param_norm': float(step_metrics['param_norm'])})
           bar.set_postfix(epoch=f'{step / steps_per_epoch:.2f}', loss=f'{loss:.5f}',
                           img_s=f'{rate:.1f}', refresh=False)
           window_start, window_steps = time.perf_counter(), 0
         bar.update(1)
-        if eval_due or last:
+        # On a signal the checkpoint comes first and the evaluation not at all: a scheduler's
+        # grace period (often 10-30 s) must not be spent compiling and evaluating.
+        evaluated = (eval_due or last) and signal_name is None
+        if evaluated:
           table = run_eval()
         if save_due:
-          checkpointer.save(step, state, meta(), metrics=table['model'] if table and (
-              eval_due or last) else None)
+          checkpointer.save(step, state, meta(), metrics=table['model'] if evaluated else None)
         if out_of_time:
           stopped_by = f'the --train_minutes budget ({config.train_minutes} min)'
         elif signal_name is not None:
@@ -231,23 +296,67 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     stream.close()
     checkpointer.close()
     reporter.flush()
-  if table is None:  # nothing left to train (a finished run, resumed): report it again
+  stopped_by_signal = stopped_by in SIGNAL_EXIT_CODES
+  if table is None and not stopped_by_signal:  # no step left to train: report the state
     table = run_eval()
   reporter.close()
 
   curves = pictures_dir / 'training_curves.png'
   if is_main:
     pictures.plot_training_curves(reporting.read_metrics(workdir_path), curves)
+  best_step, best_psnr = best_checkpoint(workdir_path)
   summary = {'step': step, 'total_steps': total_steps, 'eval': table, 'stopped_by': stopped_by,
              'workdir': str(workdir_path), 'train_seconds': train_seconds,
-             'eval_dataset': eval_set.name, 'num_eval_images': len(eval_set)}
+             'eval_dataset': eval_set.name, 'num_eval_images': len(eval_set),
+             'best_step': best_step, 'best_psnr_y': best_psnr,
+             'wall_seconds': time.perf_counter() - wall_start}
   if is_main:
-    print(evaluation.format_table(table, config.scale, eval_set.name, len(eval_set)))
-    if stopped_by in ('SIGINT', 'SIGTERM'):
-      print(f'Stopped by {stopped_by} at step {step}; checkpoint saved. Resume with the same '
-            f'command (same --workdir {workdir_path}).')
+    if table is not None and not stopped_by_signal:
+      print(evaluation.format_table(table, config.scale, eval_set.name, len(eval_set)))
+    if stopped_by_signal:
+      print(f'Stopped by {stopped_by} at step {step}; checkpoint saved, evaluation skipped. '
+            f'Resume with the same command (same --workdir {workdir_path}).')
     elif stopped_by:
       print(f'Stopped at step {step} of {total_steps} by {stopped_by}; checkpoint saved.')
+    if best_step is not None:
+      last = (f'last: step {step}, {table["model"]["psnr_y"]:.3f} dB' if table is not None
+              and not stopped_by_signal else f'stopped at step {step}')
+      print(f'Best checkpoint: step {best_step}, PSNR-Y {best_psnr:.3f} dB ({last}); '
+            f'evaluate and predict use the best by default')
+    print(f'Wall time {summary["wall_seconds"] / 60:.1f} min ({train_seconds / 60:.1f} min '
+          f'training)')
     print(f'Checkpoints: {checkpointer.directory}\nLogs: {workdir_path / "logs"} (TensorBoard), '
           f'{workdir_path / reporting.METRICS_FILE}\nPictures: {pictures_dir}')
   return summary
+
+
+def best_checkpoint(workdir: pathlib.Path) -> tuple[int | None, float | None]:
+  """The best checkpoint's step and validation PSNR-Y (None, None when none was evaluated)."""
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  try:
+    step = checkpointer.best_step()
+    metrics = (checkpointer.meta(step).get('metrics') or {}) if step is not None else {}
+  finally:
+    checkpointer.close()
+  psnr = metrics.get(checkpointing.BEST_METRIC)
+  return (step, psnr) if psnr is not None else (None, None)
+
+
+def finished_run_summary(workdir: pathlib.Path, step: int, total_steps: int,
+                         is_main: bool) -> dict[str, Any]:
+  """A re-run of a finished run: say so instead of training or evaluating again."""
+  best_step, best_psnr = best_checkpoint(workdir)
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  try:
+    meta = checkpointer.meta(step)
+  finally:
+    checkpointer.close()
+  if is_main:
+    best = (f'; best checkpoint: step {best_step}, PSNR-Y {best_psnr:.3f} dB'
+            if best_step is not None else '')
+    print(f'{workdir} is finished: step {step} of {total_steps}{best}. Evaluate it with '
+          f'python -m flax_sr.evaluate --workdir {workdir}, or train longer with a larger '
+          f'--num_train_steps.')
+  return {'step': step, 'total_steps': total_steps, 'eval': None, 'stopped_by': 'finished',
+          'workdir': str(workdir), 'train_seconds': meta.get('train_seconds', 0.0),
+          'best_step': best_step, 'best_psnr_y': best_psnr, 'finished': True}
