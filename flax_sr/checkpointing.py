@@ -14,8 +14,11 @@ the leftovers. Saves are asynchronous: training continues while the files are wr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -103,6 +106,38 @@ class Checkpointer:
     full = dict(serialization.to_state_dict(target_state), **restored.state)
     return serialization.from_state_dict(target_state, full), restored.meta
 
+  def restore_first_good(self, steps, target_state, move_aside_to: pathlib.Path | None = None):
+    """Restores the first of ``steps`` that restores: ``(step, state, meta)``.
+
+    A checkpoint whose files were cut short or deleted (a full disk, a killed copy, a broken
+    network file system) is reported in one line and the next step is tried; nothing is
+    deleted. A writer passes ``move_aside_to`` (a folder outside ``checkpoints/``) to move such
+    checkpoints there, so that training can save their steps again. When none restores, a
+    ``CheckpointError`` lists what was tried."""
+    tried, unreadable = [], []
+    for step in steps:
+      try:
+        state, meta = self.restore(step, target_state)
+      except Exception as error:  # TensorStore reports unreadable files as plain Exceptions
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        reason = reason.split('. See full TensorStore details')[0][:160]
+        logging.warning('checkpoint %s cannot be restored (%s)', self.directory / str(step),
+                        reason)
+        tried.append(f'step {step}: {reason}')
+        unreadable.append(step)
+        continue
+      if tried:
+        logging.warning('continuing from checkpoint step %d instead', step)
+      if move_aside_to is not None:
+        for bad in unreadable:
+          destination = move_aside_to / f'{bad}-{int(time.time())}'
+          destination.parent.mkdir(parents=True, exist_ok=True)
+          shutil.move(str(self.directory / str(bad)), str(destination))
+          logging.warning('moved the unreadable checkpoint %d aside to %s', bad, destination)
+      return step, state, meta
+    raise CheckpointError(f'no checkpoint in {self.directory} could be restored; tried '
+                          f'{"; ".join(tried) or "none (the folder is empty)"}')
+
   def wait(self):
     self.manager.wait_until_finished()
 
@@ -138,21 +173,64 @@ def load_config(workdir: str | os.PathLike) -> Config:
     raise CheckpointError(f'{path} is not a valid run configuration: {error}') from error
 
 
+# Options whose change makes a checkpoint not fit (the saved arrays differ): the network and its
+# sizes, the weight EMA on or off, the optimizer state's structure (a schedule's step count).
+STATE_FIELDS = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'upsample_factors',
+                'global_residual')
+# Options that change the recipe but not the saved arrays: refused on resume unless
+# --allow_recipe_change, since the run would no longer be the recipe its config records (and
+# the exact data order of a resume depends on the seed, batch size and data options).
+RECIPE_FIELDS = ('dataset', 'hr_size', 'augment', 'patches_per_image', 'crops_by_area',
+                 'image_scales', 'dtype', 'batch_size', 'learning_rate', 'warmup_steps', 'loss',
+                 'ema_decay', 'seed')
+HISTORY_FILE = 'config_history.jsonl'
+
+
+def _differences(saved: Config, requested: Config, fields) -> list[str]:
+  return [f'{name} {getattr(saved, name)} (checkpoint) vs {getattr(requested, name)} (requested)'
+          for name in fields if getattr(saved, name) != getattr(requested, name)]
+
+
 def describe_mismatch(saved: Config, requested: Config) -> str | None:
-  """One line naming how a saved run's model differs from a requested one, or None."""
-  fields = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'upsample_factors',
-            'global_residual')
-  diffs = []
-  for name in fields:
-    a, b = getattr(saved, name), getattr(requested, name)
-    if a != b:
-      diffs.append(f'{name} {a} (checkpoint) vs {b} (requested)')
+  """One line naming how a saved run's state differs from a requested one's, or None."""
+  diffs = _differences(saved, requested, STATE_FIELDS)
+  if (saved.ema_decay > 0) != (requested.ema_decay > 0):
+    diffs.append(f'ema_decay {saved.ema_decay} (checkpoint, EMA '
+                 f'{"on" if saved.ema_decay > 0 else "off"}) vs {requested.ema_decay} (requested, '
+                 f'EMA {"on" if requested.ema_decay > 0 else "off"})')
+  if (saved.lr_schedule == 'constant') != (requested.lr_schedule == 'constant'):
+    diffs.append(f'lr_schedule {saved.lr_schedule} (checkpoint) vs {requested.lr_schedule} '
+                 f'(requested): the optimizer states differ')
   return '; '.join(diffs) or None
 
 
+def recipe_changes(saved: Config, requested: Config) -> list[str]:
+  """The recipe options (``RECIPE_FIELDS``) a resume would change, each with both values."""
+  return _differences(saved, requested, RECIPE_FIELDS)
+
+
 def check_compatible(saved: Config, requested: Config, workdir) -> None:
+  """Raises ``CheckpointError`` when ``requested`` cannot resume the run saved in ``workdir``:
+  its state does not fit, or its recipe changed without ``allow_recipe_change``."""
   mismatch = describe_mismatch(saved, requested)
   if mismatch:
     raise CheckpointError(f'the checkpoint in {workdir} does not match the requested model: '
-                          f'{mismatch}')
+                          f'{mismatch}; resume with the same options, or train a new run with '
+                          f'another --workdir')
+  changes = recipe_changes(saved, requested)
+  if changes and not requested.allow_recipe_change:
+    raise CheckpointError(f'resuming {workdir} would change its recipe: {"; ".join(changes)}; '
+                          f'resume with the same options, pass --allow_recipe_change to continue '
+                          f'with the change (recorded in {HISTORY_FILE}), or use another '
+                          f'--workdir')
 
+
+def record_config_history(workdir: str | os.PathLike, step: int, config: Config,
+                          previous: Config | None):
+  """Appends this start's config (and, on resume, the recipe changes) to the run's history, so
+  the original recipe stays on record whatever later starts change."""
+  entry = {'step': step, 'time': time.time(), 'config': json.loads(config.to_json())}
+  if previous is not None:
+    entry['changes'] = recipe_changes(previous, config)
+  with open(pathlib.Path(workdir) / HISTORY_FILE, 'a') as history:
+    history.write(json.dumps(entry) + '\n')

@@ -147,6 +147,9 @@ class Config:
       'multi-host: call jax.distributed.initialize() first')
   num_grid_images: int = option(6,
       'images in each comparison picture')
+  allow_recipe_change: bool = option(False,
+      'on resume, accept changed recipe options (loss, learning rate, batch size, seed, '
+      'dtype, augmentation, ...); each start is recorded in config_history.jsonl')
   preset: str | None = option(None,
       'the named recipe (--config) the run started from; recorded, not set by hand')
 
@@ -189,6 +192,9 @@ class Config:
 
   def validate(self) -> 'Config':
     """Checks the options; raises ``UserError`` naming the valid values."""
+    for name in ('hr_size', 'input_size'):
+      if getattr(self, name) < 1:
+        raise UserError(f'--{name} must be a positive integer, got {getattr(self, name)}')
     valid_sizes = [d for d in range(1, self.hr_size) if self.hr_size % d == 0]
     if self.input_size not in valid_sizes:
       raise UserError(f'--input_size {self.input_size} does not divide --hr_size '
@@ -229,10 +235,25 @@ class Config:
     if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
       raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '
                       f'{",".join(map(str, self.image_scales))}')
-    if self.learning_rate <= 0:
-      raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
-    if not 0.0 <= self.ema_decay < 1.0:
+    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+      raise UserError(f'--learning_rate must be a positive number, got {self.learning_rate}')
+    if not 0.0 <= self.ema_decay < 1.0:  # also false for NaN
       raise UserError(f'--ema_decay must be in [0, 1), got {self.ema_decay}')
-    if self.train_minutes is not None and self.train_minutes <= 0:
-      raise UserError(f'--train_minutes must be positive, got {self.train_minutes}')
+    if self.train_minutes is not None and not (math.isfinite(self.train_minutes)
+                                               and self.train_minutes > 0):
+      raise UserError(f'--train_minutes must be a positive number, got {self.train_minutes}')
+    if self.warmup_steps < 0:
+      raise UserError(f'--warmup_steps must be 0 or more, got {self.warmup_steps}')
+    if self.warmup_steps and self.lr_schedule != 'cosine':
+      raise UserError(f'--warmup_steps {self.warmup_steps} needs --lr_schedule cosine (the '
+                      f'constant schedule has no warm-up)')
+    if self.num_train_steps is not None and self.warmup_steps >= self.num_train_steps:
+      raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
+                      f'(--num_train_steps {self.num_train_steps})')
     return self
+
+  def check_warmup(self, total_steps: int) -> None:
+    """The warm-up must end before the run does (checked once the epoch length is known)."""
+    if self.warmup_steps >= total_steps:
+      raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
+                      f'({total_steps} steps)')

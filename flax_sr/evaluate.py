@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     result = evaluation.results_json(table, scale, eval_set, loaded.source)
     result['self_ensemble'] = args.self_ensemble
-    path.write_text(json.dumps(result, indent=2))
+    temporary = path.with_name(f'.{path.name}.partial')  # never a half-written file
+    temporary.write_text(json.dumps(result, indent=2, allow_nan=False))
+    temporary.replace(path)
     print(f'wrote {path}')
   if args.save_images:
     save_outputs(inference.Upscaler(loaded, mesh=mesh, self_ensemble=args.self_ensemble),

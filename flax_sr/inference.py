@@ -49,8 +49,14 @@ def load_run(workdir: str | pathlib.Path, step: str | int = 'best') -> LoadedMod
       raise checkpointing.CheckpointError(
           f'no checkpoint at step {chosen} in {checkpointer.directory}; steps: '
           f'{", ".join(map(str, steps))}')
-  state, _ = checkpointer.restore(chosen, train_lib.state_from_config(config, total_steps=1))
-  checkpointer.close()
+  # A named step must restore; 'best'/'latest' fall back to the next newest that does.
+  fallbacks = [] if step not in ('best', 'latest') else sorted(
+      (s for s in steps if s != chosen), reverse=True)
+  try:
+    chosen, state, _ = checkpointer.restore_first_good(
+        [chosen] + fallbacks, train_lib.state_from_config(config, total_steps=1))
+  finally:
+    checkpointer.close()
   return LoadedModel(config, state.model, train_lib.inference_variables(state), chosen,
                      f'{workdir} step {chosen}')
 

@@ -52,9 +52,10 @@ def save_png(image: np.ndarray, path: str | pathlib.Path):
 def plot_training_curves(records: Sequence[dict], path: str | pathlib.Path) -> bool:
   """Loss and validation PSNR (Y) against steps from the run's metric records; bicubic's PSNR
   as a horizontal line. Returns False when there is nothing to plot."""
-  train = [(r['step'], r['train/loss']) for r in records if 'train/loss' in r]
-  val = [(r['step'], r['eval/model/psnr_y']) for r in records if 'eval/model/psnr_y' in r]
-  bicubic = [r['eval/bicubic/psnr_y'] for r in records if 'eval/bicubic/psnr_y' in r]
+  def series(key):  # a non-finite value is logged as null
+    return [(r['step'], r[key]) for r in records if r.get(key) is not None]
+  train, val = series('train/loss'), series('eval/model/psnr_y')
+  bicubic = [value for _, value in series('eval/bicubic/psnr_y')]
   if not train and not val:
     return False
   import matplotlib

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pathlib
 import sys
@@ -43,7 +44,10 @@ class Reporter:
       with self._writer.as_default(step=int(step)):
         for name, value in values.items():
           self._tf.summary.scalar(name, value)
-    self._jsonl.write(json.dumps({'step': int(step), 'time': time.time(), **values}) + '\n')
+    # Strict JSON: a non-finite value (a diverged loss) is written as null.
+    record = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+    self._jsonl.write(json.dumps({'step': int(step), 'time': time.time(), **record},
+                                 allow_nan=False) + '\n')
 
   def images(self, step: int, images: Mapping[str, np.ndarray]):
     if self._writer is not None:

@@ -27,6 +27,7 @@ from flax_sr import metrics as metrics_lib
 from flax_sr import parallel
 from flax_sr import pictures
 from flax_sr import reporting
+from flax_sr import run_lock
 from flax_sr import train as train_lib
 from flax_sr.config import Config, UserError
 
@@ -155,14 +156,15 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'--workdir {workdir_path} is a file, not a folder')
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
-  eval_batch_size = config.eval_batch_size or config.batch_size
 
   resume_step = checkpointing.latest_complete_step(workdir_path)
+  saved_config = None
   if resume_step is not None:
     if not config.resume:
       raise UserError(f'{workdir_path} already holds a run (checkpoint at step {resume_step}); '
                       f'continue it with --resume=true or choose another --workdir')
-    checkpointing.check_compatible(checkpointing.load_config(workdir_path), config, workdir_path)
+    saved_config = checkpointing.load_config(workdir_path)
+    checkpointing.check_compatible(saved_config, config, workdir_path)
 
   logging.info('Loading data (%s)...', config.dataset)
   train_source = input_pipeline.make_train_source(config)
@@ -172,26 +174,45 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'{train_source.name} has {train_source.examples_per_epoch} examples per '
                     f'epoch, fewer than --batch_size {config.batch_size}')
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+  config.check_warmup(total_steps)
   if resume_step is not None and resume_step >= total_steps:
     return finished_run_summary(workdir_path, resume_step, total_steps, is_main)
   try:
     workdir_path.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise UserError(f'cannot create --workdir {workdir_path}: {error.strerror}') from error
-  # Opened after the data is loaded: nothing else touches the filesystem while Orbax sets up.
-  checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
+  with run_lock.RunLock(workdir_path, enabled=is_main):
+    return _train(config, workdir_path, mesh, train_source, eval_set, steps_per_epoch,
+                  total_steps, resume_step, saved_config, is_main, wall_start)
 
+
+def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_set,
+           steps_per_epoch: int, total_steps: int, resume_step: int | None,
+           saved_config: Config | None, is_main: bool, wall_start: float) -> dict[str, Any]:
+  """The run itself, once everything it needs is checked and the workdir's lock is held."""
+  eval_batch_size = config.eval_batch_size or config.batch_size
   state = parallel.put_replicated(train_lib.state_from_config(config, total_steps), mesh)
   position, train_seconds = (0, 0), 0.0
   if resume_step is not None:
-    state, meta = checkpointer.restore(resume_step, state)
+    # The newest checkpoint that restores: a truncated latest one falls back to the previous,
+    # and is moved aside (not deleted) so that its step can be saved again.
+    reader = checkpointing.Checkpointer(workdir_path, read_only=True)
+    try:
+      resume_step, state, meta = reader.restore_first_good(
+          sorted(reader.all_steps(), reverse=True), state,
+          move_aside_to=workdir_path / 'corrupt_checkpoints' if is_main else None)
+    finally:
+      reader.close()
     position, train_seconds = tuple(meta['position']), meta.get('train_seconds', 0.0)
     logging.info('Resumed from step %d (epoch %d, batch %d)', resume_step, *position)
+  # Opened after the data is loaded: nothing else touches the filesystem while Orbax sets up.
+  checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
   step = int(jax.device_get(state.step))
   if is_main:
     # The run is known to be valid only now; a resume also drops the metrics of steps after
     # its checkpoint (a killed run's last steps are trained again and logged again).
     checkpointing.save_config(workdir_path, config)
+    checkpointing.record_config_history(workdir_path, step, config, saved_config)
     reporting.drop_metrics_after(workdir_path, step)
     print(start_up_block(config, train_source, eval_set, steps_per_epoch, total_steps, step,
                          jax.device_get(state.params), mesh, workdir_path), flush=True)
