@@ -18,13 +18,11 @@ bench)
   ;;
 train)
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.15
-  T91="--dataset folder --data_dir .devdata/T91 --eval_data_dir .devdata/Set5 --model edsr
-       --features 48 --num_res_blocks 8 --global_residual --loss l1 --learning_rate 1e-3
-       --lr_schedule cosine --warmup_steps 200 --augment --batch_size 16 --patches_per_image 64
-       --num_train_steps ${STEPS:-20000} --eval_every 2000 --ema_decay 0.999 --log_every 500
-       --train_minutes ${MINUTES:-4}"
+  # The recipe is the preset pretrained_xS (what trained the shipped weights).
+  T91="--data_dir .devdata/T91 --eval_data_dir .devdata/Set5
+       --num_train_steps ${STEPS:-16000} --train_minutes ${MINUTES:-3.5}"
   for s in 2 3 4; do
-    python3 -m flax_sr.main $T91 --input_size $((96 / s)) --workdir /tmp/t91_x$s > "$OUT/t91_x$s.log" 2>&1 &
+    python3 -m flax_sr.main --config pretrained_x$s $T91 --workdir /tmp/t91_x$s > "$OUT/t91_x$s.log" 2>&1 &
   done
   MP="--dataset sample --input_size 32 --global_residual --loss l1 --learning_rate 1e-3
       --batch_size 64 --num_train_steps 600 --eval_every 300 --log_every 100"
