@@ -362,7 +362,8 @@ def default_output_dir(args) -> pathlib.Path:
     return pathlib.Path(args.workdir) / 'benchmark'
   if args.checkpoint:
     return pathlib.Path(args.checkpoint).parent.parent / 'benchmark'
-  name = f'pretrained_{args.pretrained}' if args.pretrained else f'bicubic_x{args.scale}'
+  name = (f'pretrained_{args.pretrained}' if args.pretrained else
+          f'weights_{pathlib.Path(args.weights).stem}' if args.weights else f'bicubic_x{args.scale}')
   return pathlib.Path(f'benchmark_{name}')
 
 
@@ -398,10 +399,11 @@ def resolve_sets(args) -> list[tuple[str, pathlib.Path]]:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  if not (args.workdir or args.checkpoint or args.pretrained) and args.scale is None:
-    raise UserError('name a model (--workdir, --checkpoint or --pretrained), or --scale S for '
-                    'the baselines alone')
-  if not (args.workdir or args.checkpoint or args.pretrained) and not args.baselines:
+  has_model = args.workdir or args.checkpoint or args.pretrained or args.weights
+  if not has_model and args.scale is None:
+    raise UserError('name a model (--workdir, --checkpoint, --pretrained or --weights), or '
+                    '--scale S for the baselines alone')
+  if not has_model and not args.baselines:
     raise UserError('without a model, --baselines must name at least one of bicubic, nearest')
   if 2 * args.tile_overlap >= args.tile:
     raise UserError(f'--tile {args.tile} must be larger than twice --tile_overlap '

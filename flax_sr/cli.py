@@ -138,6 +138,12 @@ def add_model_source_flags(parser: argparse.ArgumentParser, required: bool = Tru
   where.add_argument('--workdir', help='a training run (its best checkpoint by default)')
   where.add_argument('--checkpoint', help='a checkpoint folder WORKDIR/checkpoints/STEP')
   where.add_argument('--pretrained', help='weights shipped with the package: x2, x3 or x4')
+  where.add_argument('--weights', metavar='FILE',
+                     help='a published PyTorch checkpoint (.pth/.pt/.ckpt/.safetensors) of '
+                          'ESRGAN\'s RRDBNet or Real-ESRGAN\'s SRVGGNetCompact; settings are '
+                          'detected from its keys and shapes (x3 RRDBNets need --weights_scale 3)')
+  parser.add_argument('--weights_scale', type=positive_int,
+                      help='with --weights: the scale, where the state dict cannot tell it')
   parser.add_argument('--step', default='best', type=parse_step,
                       help="with --workdir: 'best' by validation PSNR (default), 'latest' or a "
                            "step number")
@@ -153,6 +159,8 @@ def load_model_from_flags(args: argparse.Namespace):
     return inference.load_run(workdir, step)
   if args.workdir:
     return inference.load_run(args.workdir, args.step)
+  if getattr(args, 'weights', None):
+    return inference.load_weights(args.weights, args.weights_scale)
   return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
 DATASETS = ('stl10', 'folder', 'sample')
-MODEL_NAMES = ('reference', 'espcn', 'edsr')
+MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg')
 DTYPES = ('float32', 'bfloat16')
 CONV_IMPLS = ('auto', 'xla', 'matmul', 'tuned')
 LOSSES = ('mse', 'l1', 'charbonnier')
@@ -85,13 +85,16 @@ class Config:
       'evaluate on the first N images only (quick runs)')
   # Model.
   model: str = option('reference',
-      'network: reference (the original design), espcn, edsr')
+      'network: reference (the original design), espcn, edsr, rrdb (ESRGAN\'s RRDBNet), '
+      'srvgg (Real-ESRGAN\'s compact SRVGGNet)')
   features: int | None = option(None,
       "channels per convolution (default: the model's own, 64 for each model)")
   num_blocks: int = option(4,
       'reference model: number of conv-BN-ReLU-upsample blocks')
   num_res_blocks: int = option(16,
-      'edsr: number of residual blocks')
+      'edsr: number of residual blocks; srvgg: number of body convolutions')
+  num_rrdb: int = option(23,
+      'rrdb: number of residual-in-residual dense blocks (ESRGAN: 23)')
   upsample_factors: tuple[int, ...] | None = option(None,
       'reference model: per-block upsample factors, e.g. 3,1,1,1 (product = scale); '
       'default: on the last blocks, e.g. 1,1,1,3')
@@ -165,6 +168,10 @@ class Config:
       kwargs.update(num_blocks=self.num_blocks, upsample_factors=self.upsample_factors)
     elif self.model == 'edsr':
       kwargs['num_res_blocks'] = self.num_res_blocks
+    elif self.model == 'rrdb':
+      kwargs['num_rrdb'] = self.num_rrdb
+    elif self.model == 'srvgg':
+      kwargs['num_conv'] = self.num_res_blocks
     return kwargs
 
   def resolved_conv_impl(self) -> str:
@@ -226,7 +233,7 @@ class Config:
         raise UserError(f'--{name} {getattr(self, name)!r} is unknown; valid values: '
                         f'{", ".join(valid)}')
     positive = ['batch_size', 'num_epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-                'patches_per_image', 'num_blocks', 'num_res_blocks']
+                'patches_per_image', 'num_blocks', 'num_res_blocks', 'num_rrdb']
     for name in positive + ['num_train_steps', 'eval_every', 'eval_batch_size', 'eval_examples',
                             'num_devices', 'features']:
       value = getattr(self, name)

@@ -181,8 +181,7 @@ class EDSR(nn.Module):
       y = ResBlock(self.features, self.res_scale, self.dtype, self.conv_impl, name=f'res{i}')(y)
     y = conv(self.features, name='body_tail')(y) + head
     # Upsample in steps of 2 for powers of two (as EDSR does), else in one shuffle.
-    steps = [2] * int(math.log2(self.scale)) if self.scale & (self.scale - 1) == 0 else [self.scale]
-    for i, factor in enumerate(s for s in steps if s > 1):
+    for i, factor in enumerate(s for s in upsample_steps(self.scale) if s > 1):
       y = conv(self.features * factor**2, name=f'up{i}')(y)
       y = pixel_shuffle(y, factor)
     y = conv(3, name='tail', kernel_init=_last_layer_init(self.global_residual))(y) + 0.5
@@ -191,10 +190,131 @@ class EDSR(nn.Module):
     return y.astype(jnp.float32)
 
 
+def upsample_steps(scale: int) -> list[int]:
+  """x2/x4/x8 in steps of 2 (as EDSR and ESRGAN upsample), any other scale in one step."""
+  return [2] * int(math.log2(scale)) if scale & (scale - 1) == 0 else [scale]
+
+
+class ResidualDenseBlock(nn.Module):
+  """ESRGAN's dense block: 5 convolutions, each seeing all earlier features (growth
+  ``growth`` channels), LeakyReLU 0.2, the output scaled by 0.2 and added to the input."""
+  features: int
+  growth: int
+  dtype: Any
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
+    features = [x]
+    for i in range(1, 5):
+      y = conv(self.growth, name=f'conv{i}')(jnp.concatenate(features, axis=-1))
+      features.append(nn.leaky_relu(y, 0.2))
+    y = conv(self.features, name='conv5')(jnp.concatenate(features, axis=-1))
+    return x + 0.2 * y
+
+
+class RRDB(nn.Module):
+  """Residual-in-residual dense block: three dense blocks, scaled by 0.2, plus the input."""
+  features: int
+  growth: int
+  dtype: Any
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    y = x
+    for i in range(1, 4):
+      y = ResidualDenseBlock(self.features, self.growth, self.dtype, self.conv_impl,
+                             name=f'rdb{i}')(y)
+    return x + 0.2 * y
+
+
+class RRDBNet(nn.Module):
+  """ESRGAN's generator (Wang et al. 2018): ``num_rrdb`` residual-in-residual dense blocks
+  (64 features, growth 32, 23 blocks: 16.7 M parameters at x4), nearest upsampling + conv +
+  LeakyReLU per factor 2 (x3 in one step), two HR convolutions. Parameter names are BasicSR's
+  (``conv_first``, ``body_N.rdbK.convJ``, ``conv_body``, ``conv_upN``, ``conv_hr``,
+  ``conv_last``); ``flax_sr.torch_weights`` converts PyTorch checkpoints."""
+  scale: int = 4
+  features: int = 64
+  num_rrdb: int = 23
+  growth: int = 32
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
+    feat = conv(self.features, name='conv_first')(x.astype(self.dtype))
+    y = feat
+    for i in range(self.num_rrdb):
+      y = RRDB(self.features, self.growth, self.dtype, self.conv_impl, name=f'body_{i}')(y)
+    y = feat + conv(self.features, name='conv_body')(y)
+    for i, factor in enumerate(upsample_steps(self.scale)):
+      y = nn.leaky_relu(conv(self.features, name=f'conv_up{i + 1}')(upsample_nearest(y, factor)),
+                        0.2)
+    y = nn.leaky_relu(conv(self.features, name='conv_hr')(y), 0.2)
+    y = conv(3, name='conv_last')(y).astype(jnp.float32)
+    if self.global_residual:
+      return _add_global_residual(x, y, self.scale)
+    return y
+
+
+class PReLU(nn.Module):
+  """PyTorch's ``nn.PReLU(num_parameters=C)``: a learned negative slope per channel."""
+  init: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    weight = self.param('weight', nn.initializers.constant(self.init), (x.shape[-1],),
+                        jnp.float32)
+    return jnp.where(x >= 0, x, weight.astype(x.dtype) * x)
+
+
+class SRVGGNetCompact(nn.Module):
+  """Real-ESRGAN's compact network: ``num_conv`` + 2 convolutions at the LR size with PReLU
+  (or ReLU / LeakyReLU 0.1), pixel shuffle, plus the nearest upscale of the input. Module
+  names follow PyTorch's ``body`` list (``body_0`` conv, ``body_1`` activation, ...)."""
+  scale: int = 4
+  features: int = 64
+  num_conv: int = 16
+  act_type: str = 'prelu'
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
+    y = x.astype(self.dtype)
+    index = 0
+    for _ in range(self.num_conv + 1):
+      y = conv(self.features, name=f'body_{index}')(y)
+      if self.act_type == 'prelu':
+        y = PReLU(name=f'body_{index + 1}')(y)
+      elif self.act_type == 'relu':
+        y = nn.relu(y)
+      elif self.act_type == 'leakyrelu':
+        y = nn.leaky_relu(y, 0.1)
+      else:
+        raise ValueError(f'act_type must be prelu, relu or leakyrelu, got {self.act_type!r}')
+      index += 2
+    y = conv(3 * self.scale**2, name=f'body_{index}')(y)
+    y = pixel_shuffle(y, self.scale).astype(jnp.float32)
+    if self.global_residual:
+      return _add_global_residual(x, y, self.scale)
+    return y + upsample_nearest(x.astype(jnp.float32), self.scale)
+
+
 def create_model(name: str = 'reference', *, scale: int, dtype: Any = jnp.float32,
                  global_residual: bool = False, **kwargs) -> nn.Module:
   """Builds a model by name; ``kwargs`` are the model's own attributes (features, ...)."""
-  classes = {'reference': ReferenceSR, 'espcn': ESPCN, 'edsr': EDSR}
+  classes = {'reference': ReferenceSR, 'espcn': ESPCN, 'edsr': EDSR, 'rrdb': RRDBNet,
+             'srvgg': SRVGGNetCompact}
   if name not in classes:
     raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODEL_NAMES)}')
   return classes[name](scale=scale, dtype=dtype, global_residual=global_residual, **kwargs)

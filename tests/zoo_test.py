@@ -1,0 +1,176 @@
+"""ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact: equal to spandrel's PyTorch
+architectures (the reference implementations) on converted random weights, parameter counts
+equal, and usable through the pure train step."""
+
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flax_sr import models, torch_weights
+from flax_sr import train as train_lib
+
+torch = pytest.importorskip('torch', reason='the equality tests need PyTorch (CI installs it)')
+
+
+def import_spandrel():
+  """spandrel's package imports torchvision for two unrelated architectures (LaMa,
+  RestoreFormer); PyPI's torchvision does not install beside this machine's CPU torch, so a
+  stand-in with the names those imports need is provided when torchvision is missing."""
+  try:
+    import torchvision  # noqa: F401
+  except ImportError:
+    functional = types.ModuleType('torchvision.transforms.functional')
+    functional.InterpolationMode = type('InterpolationMode', (), {})
+    functional.rotate = functional.normalize = lambda *a, **k: None
+    transforms = types.ModuleType('torchvision.transforms')
+    transforms.functional = functional
+    stub = types.ModuleType('torchvision')
+    stub.transforms = transforms
+    sys.modules.update({'torchvision': stub, 'torchvision.transforms': transforms,
+                        'torchvision.transforms.functional': functional})
+  return pytest.importorskip('spandrel')
+
+
+def randomise(module, seed=0):
+  """Random weights of a realistic scale (default inits leave PReLU slopes constant)."""
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in module.parameters():
+      p.copy_(torch.randn(p.shape, generator=generator) * (0.5 / max(1, p[0].numel()) ** 0.5)
+              if p.ndim > 1 else torch.rand(p.shape, generator=generator) * 0.3)
+  return module.eval()
+
+
+def torch_output(module, image):
+  with torch.no_grad():
+    # Some spandrel models modify their input in place: give them a copy.
+    out = module(torch.from_numpy(image.transpose(0, 3, 1, 2).copy()))
+  return out.numpy().transpose(0, 2, 3, 1)
+
+
+def assert_equal_outputs(module, flax_model, params, sizes):
+  apply = jax.jit(lambda p, x: flax_model.apply({'params': p}, x))
+  for h, w in sizes:
+    image = np.random.default_rng(h * w).random((1, h, w, 3), np.float32)
+    expected = torch_output(module, image)
+    got = np.asarray(apply(params, image))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4, np.abs(got - expected).max()
+
+
+def count(params):
+  return sum(np.size(x) for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('scale, conv_impl', [(2, 'xla'), (4, 'xla'), (4, 'tuned')])
+def test_rrdbnet_equals_spandrel(scale, conv_impl):
+  spandrel = import_spandrel()
+  from spandrel.architectures.ESRGAN import ESRGANArch  # noqa: F401 (the arch is registered)
+  rrdb_module = sys.modules['spandrel.architectures.ESRGAN.__arch.RRDB']
+  reference = randomise(rrdb_module.RRDBNet(num_filters=16, num_blocks=2, scale=scale))
+  state = {'params_ema': {k: v.numpy() for k, v in reference.state_dict().items()}}
+  kwargs, params = torch_weights.rrdbnet_from_state_dict(state)
+  assert kwargs == dict(scale=scale, features=16, num_rrdb=2, growth=32)
+  model = models.RRDBNet(**kwargs, conv_impl=conv_impl)
+  template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  torch_weights.check_params(template, params)
+  assert count(params) == sum(p.numel() for p in reference.parameters())
+  assert_equal_outputs(reference, model, params, [(12, 12), (13, 19)])
+  assert spandrel is not None
+
+
+def test_srvgg_equals_spandrel():
+  import_spandrel()
+  from spandrel.architectures.Compact import CompactArch  # noqa: F401
+  srvgg_module = sys.modules['spandrel.architectures.Compact.__arch.SRVGG']
+  reference = randomise(srvgg_module.SRVGGNetCompact(num_feat=16, num_conv=4, upscale=4))
+  kwargs, params = torch_weights.srvgg_from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  assert kwargs == dict(scale=4, features=16, num_conv=4, act_type='prelu')
+  model = models.SRVGGNetCompact(**kwargs)
+  torch_weights.check_params(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params'],
+                             params)
+  assert count(params) == sum(p.numel() for p in reference.parameters())
+  assert_equal_outputs(reference, model, params, [(10, 10), (11, 17)])
+
+
+def test_full_size_parameter_counts_equal_the_originals():
+  import_spandrel()
+  from spandrel.architectures.ESRGAN import ESRGANArch  # noqa: F401
+  from spandrel.architectures.Compact import CompactArch  # noqa: F401
+  rrdb = sys.modules['spandrel.architectures.ESRGAN.__arch.RRDB'].RRDBNet(scale=4)
+  srvgg = sys.modules['spandrel.architectures.Compact.__arch.SRVGG'].SRVGGNetCompact(
+      num_feat=64, num_conv=32, upscale=4)  # realesr-general-x4v3's setting
+  ours = {
+      'rrdb': jax.eval_shape(lambda: models.RRDBNet(scale=4).init(
+          jax.random.key(0), jnp.zeros((1, 8, 8, 3))))['params'],
+      'srvgg': jax.eval_shape(lambda: models.SRVGGNetCompact(num_conv=32).init(
+          jax.random.key(0), jnp.zeros((1, 8, 8, 3))))['params'],
+  }
+  assert count(ours['rrdb']) == sum(p.numel() for p in rrdb.parameters()) == 16_697_987
+  assert count(ours['srvgg']) == sum(p.numel() for p in srvgg.parameters())
+
+
+def test_mismatching_state_dict_names_the_key():
+  model = models.RRDBNet(scale=4, features=16, num_rrdb=2)
+  template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  wrong = jax.tree.map(np.asarray, template)
+  wrong['conv_hr']['kernel'] = np.zeros((3, 3, 16, 8))
+  with pytest.raises(torch_weights.WeightsError, match='conv_hr/kernel: shape'):
+    torch_weights.check_params(template, wrong)
+  del wrong['conv_hr']
+  with pytest.raises(torch_weights.WeightsError, match='missing parameter conv_hr'):
+    torch_weights.check_params(template, wrong)
+  with pytest.raises(torch_weights.WeightsError, match='not an RRDBNet state dict'):
+    torch_weights.rrdbnet_from_state_dict({'foo.weight': np.zeros((1, 1, 3, 3))})
+
+
+@pytest.mark.parametrize('name', ['rrdb', 'srvgg'])
+def test_train_step_runs_for_the_new_models(name):
+  from conftest import tiny_config
+  config = tiny_config(model=name, features=8, num_rrdb=1, num_res_blocks=2, input_size=24)
+  state = train_lib.state_from_config(config, total_steps=2)
+  hr = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8)
+  state, metrics = jax.jit(train_lib.train_step)(state, {'hr': hr})
+  assert np.isfinite(float(metrics['loss'])) and int(state.step) == 1
+
+
+@pytest.mark.parametrize('arch', ['rrdb', 'srvgg'])
+def test_predict_runs_a_published_style_checkpoint(arch, tmp_path, capsys):
+  """A .pth as BasicSR publishes it (``params_ema`` wrapper), through ``predict --weights``:
+  the PNG equals PyTorch's output for the same input to the 8-bit level."""
+  from PIL import Image
+  from flax_sr import cli, input_pipeline, predict
+  import_spandrel()
+  if arch == 'rrdb':
+    from spandrel.architectures.ESRGAN import ESRGANArch  # noqa: F401
+    reference = sys.modules['spandrel.architectures.ESRGAN.__arch.RRDB'].RRDBNet(
+        num_filters=16, num_blocks=1, scale=4)
+  else:
+    from spandrel.architectures.Compact import CompactArch  # noqa: F401
+    reference = sys.modules['spandrel.architectures.Compact.__arch.SRVGG'].SRVGGNetCompact(
+        num_feat=16, num_conv=2, upscale=4)
+  randomise(reference)
+  torch.save({'params_ema': reference.state_dict()}, tmp_path / 'net.pth')
+  photo = input_pipeline.read_image(input_pipeline._sample_photo_dir() / 'chelsea.png')[:20, :28]
+  Image.fromarray(photo).save(tmp_path / 'in.png')
+  code = cli.run_cli(predict.main, ['--weights', str(tmp_path / 'net.pth'), '--input',
+                                    str(tmp_path / 'in.png'), '--output', str(tmp_path / 'o.png')])
+  assert code == 0, capsys.readouterr().err
+  written = np.asarray(Image.open(tmp_path / 'o.png'), np.float32)
+  expected = np.clip(torch_output(reference, photo[None].astype(np.float32) / 255)[0], 0, 1)
+  assert written.shape == expected.shape == (80, 112, 3)
+  assert np.abs(written - np.round(expected * 255)).max() <= 1
+
+
+def test_weights_file_errors_are_one_line(tmp_path):
+  from flax_sr import inference
+  with pytest.raises(torch_weights.WeightsError, match='does not exist'):
+    inference.load_weights(tmp_path / 'missing.pth')
+  torch.save({'params': {'foo.weight': torch.zeros(1, 1, 3, 3)}}, tmp_path / 'other.pth')
+  with pytest.raises(torch_weights.WeightsError, match='not an RRDBNet state dict'):
+    inference.load_weights(tmp_path / 'other.pth')
