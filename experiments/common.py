@@ -51,6 +51,8 @@ def experiment_config(name: str, data_dir: str | None = None, eval_data_dir: str
   if quick:
     values.update(QUICK)
     values.pop('train_minutes', None)
+    # A warm-up must end before the run does: at most one of the two quick steps.
+    values['warmup_steps'] = min(values.get('warmup_steps', 0), 1)
   return Config(**values, preset=preset_name)
 
 

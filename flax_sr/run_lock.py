@@ -44,6 +44,25 @@ class RunLock:
     except (OSError, ValueError):
       return None
 
+  def _refusal(self, owner: dict, host: str) -> UserError | None:
+    pid, owner_host = owner.get('pid'), owner.get('host')
+    alive = owner_host != host or (isinstance(pid, int) and _process_alive(pid))
+    if not (owner and alive) or (pid == os.getpid() and owner_host == host):
+      return None
+    started = time.strftime('%Y-%m-%d %H:%M', time.localtime(owner.get('since', 0)))
+    where = '' if owner_host == host else f' (delete {self.path} if that process is gone)'
+    return UserError(f'{self.path.parent} is in use by training process {pid} on '
+                     f'{owner_host} since {started}; wait for it to end, or use another '
+                     f'--workdir{where}')
+
+  def check_free(self):
+    """Raises the refusal ``acquire`` would, without taking the lock: lets a command stop
+    before minutes of data loading when the workdir is busy."""
+    if self.enabled and self.path.exists():
+      refusal = self._refusal(self.owner() or {}, socket.gethostname())
+      if refusal:
+        raise refusal
+
   def acquire(self):
     if not self.enabled:
       return
@@ -53,16 +72,9 @@ class RunLock:
       try:
         descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
-        owner = self.owner() or {}
-        pid, owner_host = owner.get('pid'), owner.get('host')
-        alive = owner_host != host or (isinstance(pid, int) and _process_alive(pid))
-        if owner and alive:
-          started = time.strftime('%Y-%m-%d %H:%M', time.localtime(owner.get('since', 0)))
-          where = '' if owner_host == host else (f' (delete {self.path} if that process is '
-                                                 f'gone)')
-          raise UserError(f'{self.path.parent} is in use by training process {pid} on '
-                          f'{owner_host} since {started}; wait for it to end, or use another '
-                          f'--workdir{where}')
+        refusal = self._refusal(self.owner() or {}, host)
+        if refusal:
+          raise refusal
         self.path.unlink(missing_ok=True)  # its process is gone: a stale lock
         continue
       with os.fdopen(descriptor, 'w') as lock:

@@ -156,6 +156,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'--workdir {workdir_path} is a file, not a folder')
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
+  run_lock.RunLock(workdir_path, enabled=is_main).check_free()  # before minutes of loading
 
   resume_step = checkpointing.latest_complete_step(workdir_path)
   saved_config = None

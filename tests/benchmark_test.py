@@ -212,3 +212,21 @@ def test_multiply_adds_count_convolutions_as_papers_do():
   params = attention.init(jax.random.key(0), jnp.zeros((1, h, w, 3)))
   assert complexity.count_multiply_adds(attention, params, (h, w)) == (
       pixels * 3 * 4 + pixels * pixels * 4)
+
+
+def test_a_flat_image_in_a_set_is_scored_finite(tmp_path, capsys):
+  folder = tmp_path / 'Flat'
+  folder.mkdir()
+  Image.fromarray(np.full((48, 48, 3), 90, np.uint8)).save(folder / 'flat.png')
+  (folder / 'butterfly.png').write_bytes((PROTOCOL / 'butterfly_hr.png').read_bytes())
+  code, _, err = run(benchmark, ['--scale', '3', '--sets', folder, '--output_dir',
+                                 tmp_path / 'out', '--no_progress'], capsys)
+  assert code == 0, err
+  text = (tmp_path / 'out' / 'benchmark.json').read_text()
+  result = json.loads(text)  # strict JSON: no Infinity/NaN
+  assert 'Infinity' not in text and 'NaN' not in text
+  rows = {r['image']: r for r in csv.DictReader((tmp_path / 'out' / 'benchmark_per_image.csv').open())}
+  # A flat image comes back exactly from bicubic: its PSNR is the documented cap, not inf.
+  assert float(rows['flat.png']['bicubic_psnr_y']) == pytest.approx(metrics.PSNR_CAP_DB)
+  assert result['sets']['Flat']['bicubic']['psnr_y'] == pytest.approx(
+      (metrics.PSNR_CAP_DB + float(rows['butterfly.png']['bicubic_psnr_y'])) / 2, abs=1e-4)
