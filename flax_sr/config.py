@@ -14,7 +14,19 @@ from typing import Any
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
 DATASETS = ('stl10', 'folder', 'sample')
-MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg')
+MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'span')
+SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
+RESI_CONNECTIONS = ('1conv', '3conv')
+# The model keyword arguments each config field sets, per model (besides ``features``).
+MODEL_FIELDS = {
+    'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale'},
+    'rrdb': {'num_rrdb': 'num_rrdb'},
+    'srvgg': {'num_conv': 'num_res_blocks'},
+    'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
+    'swinir': {name: name for name in ('depths', 'num_heads', 'window_size', 'mlp_ratio',
+                                       'upsampler', 'resi_connection')},
+    'span': {},
+}
 DTYPES = ('float32', 'bfloat16')
 CONV_IMPLS = ('auto', 'xla', 'matmul', 'tuned')
 LOSSES = ('mse', 'l1', 'charbonnier')
@@ -86,15 +98,37 @@ class Config:
   # Model.
   model: str = option('reference',
       'network: reference (the original design), espcn, edsr, rrdb (ESRGAN\'s RRDBNet), '
-      'srvgg (Real-ESRGAN\'s compact SRVGGNet)')
+      'srvgg (Real-ESRGAN\'s compact SRVGGNet), rcan, swinir, span')
   features: int | None = option(None,
-      "channels per convolution (default: the model's own, 64 for each model)")
+      "channels per convolution, the embedding width for swinir (default: the model's own: "
+      "64; swinir 180, span 48)")
   num_blocks: int = option(4,
       'reference model: number of conv-BN-ReLU-upsample blocks')
   num_res_blocks: int = option(16,
       'edsr: number of residual blocks; srvgg: number of body convolutions')
   num_rrdb: int = option(23,
       'rrdb: number of residual-in-residual dense blocks (ESRGAN: 23)')
+  res_scale: float = option(1.0,
+      'edsr: scale of each residual block\'s output (EDSR full: 0.1)')
+  num_groups: int = option(10,
+      'rcan: residual groups')
+  num_rcab: int = option(20,
+      'rcan: residual channel attention blocks per group')
+  reduction: int = option(16,
+      'rcan: channel attention reduction')
+  depths: tuple[int, ...] = option((6, 6, 6, 6, 6, 6),
+      'swinir: Swin layers per residual Swin transformer block, e.g. 6,6,6,6')
+  num_heads: tuple[int, ...] = option((6, 6, 6, 6, 6, 6),
+      'swinir: attention heads per block (one entry per depths entry)')
+  window_size: int = option(8,
+      'swinir: attention window size (inputs are padded to a multiple)')
+  mlp_ratio: float = option(2.0,
+      'swinir: MLP hidden width / embedding width')
+  upsampler: str = option('pixelshuffle',
+      'swinir: pixelshuffle (classical), pixelshuffledirect (lightweight) or nearest+conv '
+      '(real-world)')
+  resi_connection: str = option('1conv',
+      'swinir: convolution closing each block, 1conv or 3conv')
   upsample_factors: tuple[int, ...] | None = option(None,
       'reference model: per-block upsample factors, e.g. 3,1,1,1 (product = scale); '
       'default: on the last blocks, e.g. 1,1,1,3')
@@ -166,13 +200,23 @@ class Config:
       kwargs['features'] = self.features
     if self.model == 'reference':
       kwargs.update(num_blocks=self.num_blocks, upsample_factors=self.upsample_factors)
-    elif self.model == 'edsr':
-      kwargs['num_res_blocks'] = self.num_res_blocks
-    elif self.model == 'rrdb':
-      kwargs['num_rrdb'] = self.num_rrdb
-    elif self.model == 'srvgg':
-      kwargs['num_conv'] = self.num_res_blocks
+    else:
+      for kwarg, field in MODEL_FIELDS.get(self.model, {}).items():
+        kwargs[kwarg] = getattr(self, field)
     return kwargs
+
+  @classmethod
+  def for_model(cls, name: str, kwargs: dict[str, Any], **overrides: Any
+                ) -> tuple['Config', dict[str, Any]]:
+    """The inverse of ``model_kwargs``: a config that builds model ``name`` with ``kwargs``
+    (``scale`` included), and the kwargs no config field holds (e.g. detected from published
+    weights: RRDBNet's growth, SRVGG's activation), for ``model.clone``."""
+    fields = {**MODEL_FIELDS.get(name, {}), 'features': 'features'}
+    config = cls(model=name, **{fields[k]: v for k, v in kwargs.items() if k in fields},
+                 **overrides)
+    config.input_size = config.hr_size // kwargs['scale']
+    extra = {k: v for k, v in kwargs.items() if k not in fields and k != 'scale'}
+    return config, extra
 
   def resolved_conv_impl(self) -> str:
     """'auto' is the 'tuned' convolution on CPU (Winograd, or XLA where that is faster, chosen
@@ -193,8 +237,9 @@ class Config:
     values = {k: v for k, v in values.items() if k in known}
     if values.get('image_scales') is not None:
       values['image_scales'] = tuple(values['image_scales'])
-    if values.get('upsample_factors') is not None:
-      values['upsample_factors'] = tuple(values['upsample_factors'])
+    for name in ('upsample_factors', 'depths', 'num_heads'):
+      if values.get(name) is not None:
+        values[name] = tuple(values[name])
     return cls(**values)
 
   def validate(self) -> 'Config':
@@ -227,13 +272,15 @@ class Config:
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:
       raise UserError(f'--dataset {self.dataset} has 96x96 images; --hr_size must be 96')
     choices = {'dtype': DTYPES, 'conv_impl': CONV_IMPLS, 'loss': LOSSES,
-               'lr_schedule': LR_SCHEDULES}
+               'lr_schedule': LR_SCHEDULES, 'upsampler': SWINIR_UPSAMPLERS,
+               'resi_connection': RESI_CONNECTIONS}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
         raise UserError(f'--{name} {getattr(self, name)!r} is unknown; valid values: '
                         f'{", ".join(valid)}')
     positive = ['batch_size', 'num_epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-                'patches_per_image', 'num_blocks', 'num_res_blocks', 'num_rrdb']
+                'patches_per_image', 'num_blocks', 'num_res_blocks', 'num_rrdb', 'num_groups',
+                'num_rcab', 'reduction', 'window_size']
     for name in positive + ['num_train_steps', 'eval_every', 'eval_batch_size', 'eval_examples',
                             'num_devices', 'features']:
       value = getattr(self, name)
@@ -242,6 +289,10 @@ class Config:
     if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
       raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '
                       f'{",".join(map(str, self.image_scales))}')
+    if self.model == 'swinir':
+      self._validate_swinir()
+    if not (math.isfinite(self.res_scale) and self.res_scale > 0):
+      raise UserError(f'--res_scale must be a positive number, got {self.res_scale}')
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise UserError(f'--learning_rate must be a positive number, got {self.learning_rate}')
     if not 0.0 <= self.ema_decay < 1.0:  # also false for NaN
@@ -258,6 +309,21 @@ class Config:
       raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
                       f'(--num_train_steps {self.num_train_steps})')
     return self
+
+  def _validate_swinir(self) -> None:
+    if len(self.depths) != len(self.num_heads) or not self.depths:
+      raise UserError(f'--depths {",".join(map(str, self.depths))} and --num_heads '
+                      f'{",".join(map(str, self.num_heads))} need the same number of entries')
+    if min(self.depths) < 1 or min(self.num_heads) < 1:
+      raise UserError('--depths and --num_heads entries must be positive integers')
+    width = self.features or 180
+    if any(width % heads for heads in self.num_heads):
+      raise UserError(f'swinir: the embedding width {width} (--features) must be divisible by '
+                      f'every --num_heads entry ({",".join(map(str, self.num_heads))})')
+    if not (math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0):
+      raise UserError(f'--mlp_ratio must be a positive number, got {self.mlp_ratio}')
+    if self.upsampler == 'nearest+conv' and self.scale not in (2, 4, 8):
+      raise UserError(f'--upsampler nearest+conv supports x2, x4 and x8, not x{self.scale}')
 
   def check_warmup(self, total_steps: int) -> None:
     """The warm-up must end before the run does (checked once the epoch length is known)."""

@@ -90,25 +90,16 @@ def load_pretrained(name: str) -> LoadedModel:
 
 def load_weights(path: str | pathlib.Path, scale: int | None = None) -> LoadedModel:
   """A published PyTorch checkpoint (``.pth``/``.pt``/``.ckpt``/``.safetensors``) of a
-  supported architecture (RRDBNet, SRVGGNetCompact), its settings detected from the state
-  dict (``flax_sr.torch_weights``); ``scale`` is needed only for x3 RRDBNets."""
+  supported architecture (``torch_weights.ARCHITECTURES``), its settings detected from the
+  state dict (``flax_sr.torch_weights``); ``scale`` is needed only for x3 RRDBNets."""
   from flax_sr import torch_weights
   state = torch_weights.load_state_dict(path)
-  if any(k.startswith('body.0.') for k in state) and 'conv_first.weight' not in state:
-    name, (kwargs, params) = 'srvgg', torch_weights.srvgg_from_state_dict(state)
-    if scale is not None and scale != kwargs['scale']:
-      raise torch_weights.WeightsError(f'{path} is a x{kwargs["scale"]} model, not x{scale}')
-    config = Config(model='srvgg', features=kwargs['features'],
-                    num_res_blocks=kwargs['num_conv'])
-  else:
-    name, (kwargs, params) = 'rrdb', torch_weights.rrdbnet_from_state_dict(state, scale)
-    config = Config(model='rrdb', features=kwargs['features'], num_rrdb=kwargs['num_rrdb'])
-  config.input_size = config.hr_size // kwargs['scale']
+  name, kwargs, params = torch_weights.from_state_dict(state, scale)
+  config, extra = Config.for_model(name, kwargs)
   model = train_lib.model_from_config(config)
-  if name == 'srvgg' and kwargs['act_type'] != model.act_type:
-    model = model.clone(act_type=kwargs['act_type'])
-  if name == 'rrdb' and kwargs['growth'] != model.growth:
-    model = model.clone(growth=kwargs['growth'])
+  # Settings no config field holds (RRDBNet's growth, SRVGG's activation, RCAN's mean shift,
+  # ...) are set on the model itself.
+  model = model.clone(**{k: v for k, v in extra.items() if getattr(model, k) != v})
   template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
   torch_weights.check_params(template['params'], params)
   variables = {'params': jax.tree.map(lambda a: np.asarray(a, np.float32), params)}

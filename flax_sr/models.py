@@ -3,7 +3,11 @@
 * ``ReferenceSR``: the original design, blocks of Conv3x3 (no bias) -> BatchNorm -> ReLU ->
   nearest-neighbour upsample, then a Conv3x3 to RGB.
 * ``ESPCN``: Shi et al. 2016, sub-pixel convolution.
-* ``EDSR``: EDSR-baseline (Lim et al. 2017), residual blocks without BatchNorm, pixel shuffle.
+* ``EDSR``: EDSR-baseline (Lim et al. 2017), residual blocks without BatchNorm, pixel shuffle;
+  the paper's full model is 32 blocks x 256 features with residual scaling 0.1.
+* The zoo, each equal to its PyTorch original on converted weights (``torch_weights``):
+  ``RRDBNet`` (ESRGAN), ``SRVGGNetCompact`` (Real-ESRGAN), ``RCAN``, ``SPAN``, and
+  ``swinir.SwinIR`` (in its own module).
 
 Every model is fully convolutional: an (N, H, W, 3) input gives (N, H*s, W*s, 3). With
 ``global_residual`` the network predicts the difference to the bicubic upscale of its input.
@@ -18,44 +22,11 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_sr import fast_conv
-from flax_sr import resize as resize_lib
+from flax_sr import swinir
+from flax_sr.blocks import (CONV_IMPLS, DIV2K_RGB_MEAN, add_global_residual,  # noqa: F401
+                            conv_with_kernel, last_layer_init, make_conv, upsample_steps)
 from flax_sr.config import MODEL_NAMES, default_upsample_factors  # noqa: F401 (re-exported)
 from flax_sr.layers import pixel_shuffle, upsample_nearest  # noqa: F401 (re-exported)
-
-CONV_IMPLS = ('xla', 'matmul', 'tuned')
-
-
-def make_conv(conv_impl: str, features: int, kernel_size: int = 3, *, name: str,
-              use_bias: bool = True, dtype: Any = jnp.float32, upsample_input: int = 1,
-              kernel_init=nn.initializers.lecun_normal()) -> nn.Module:
-  """A 'SAME' convolution: ``flax.linen.Conv`` ('xla'), or ``fast_conv.MatmulConv`` with im2col
-  everywhere ('matmul') or a strategy chosen per layer shape ('tuned': Winograd, or XLA for thin
-  outputs at large images; the fastest on XLA:CPU).
-  All have the same parameters and compute the same function. ``upsample_input=f`` convolves
-  the nearest upsample of the input; the fast_conv paths do that at the input's resolution."""
-  if conv_impl in ('matmul', 'tuned'):
-    return fast_conv.MatmulConv(features, (kernel_size, kernel_size), use_bias=use_bias,
-                                dtype=dtype, upsample_input=upsample_input,
-                                kernel_init=kernel_init, name=name,
-                                strategy='im2col' if conv_impl == 'matmul' else 'auto')
-  if conv_impl != 'xla':
-    raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
-  conv = nn.Conv(features, (kernel_size, kernel_size), padding='SAME', use_bias=use_bias,
-                 dtype=dtype, kernel_init=kernel_init, name=name)
-  if upsample_input == 1:
-    return conv
-  return lambda x: conv(upsample_nearest(x, upsample_input))
-
-
-def _last_layer_init(global_residual: bool):
-  # With global residual learning a zero last layer starts the model at exactly bicubic.
-  return nn.initializers.zeros if global_residual else nn.initializers.lecun_normal()
-
-
-def _add_global_residual(x_lr: jnp.ndarray, y: jnp.ndarray, scale: int) -> jnp.ndarray:
-  base = resize_lib.imresize(x_lr.astype(jnp.float32), scale)
-  return y.astype(jnp.float32) + base
 
 
 class ReferenceSR(nn.Module):
@@ -118,7 +89,7 @@ class ReferenceSR(nn.Module):
     y = self._conv(3, use_bias=True, name='head_conv', upsample_input=pending,
                    zero_init=self.global_residual)(y)
     if self.global_residual:
-      return _add_global_residual(x_lr, y, self.scale)
+      return add_global_residual(x_lr, y, self.scale)
     return y.astype(jnp.float32)
 
 
@@ -138,10 +109,10 @@ class ESPCN(nn.Module):
     y = jnp.tanh(conv(self.features, 5, name='conv1')(y))
     y = jnp.tanh(conv(self.features // 2, 3, name='conv2')(y))
     y = conv(3 * self.scale**2, 3, name='conv3',
-             kernel_init=_last_layer_init(self.global_residual))(y)
+             kernel_init=last_layer_init(self.global_residual))(y)
     y = pixel_shuffle(y, self.scale)
     if self.global_residual:
-      return _add_global_residual(x, y, self.scale)
+      return add_global_residual(x, y, self.scale)
     return y.astype(jnp.float32)
 
 
@@ -184,15 +155,10 @@ class EDSR(nn.Module):
     for i, factor in enumerate(s for s in upsample_steps(self.scale) if s > 1):
       y = conv(self.features * factor**2, name=f'up{i}')(y)
       y = pixel_shuffle(y, factor)
-    y = conv(3, name='tail', kernel_init=_last_layer_init(self.global_residual))(y) + 0.5
+    y = conv(3, name='tail', kernel_init=last_layer_init(self.global_residual))(y) + 0.5
     if self.global_residual:
-      return _add_global_residual(x, y - 0.5, self.scale)
+      return add_global_residual(x, y - 0.5, self.scale)
     return y.astype(jnp.float32)
-
-
-def upsample_steps(scale: int) -> list[int]:
-  """x2/x4/x8 in steps of 2 (as EDSR and ESRGAN upsample), any other scale in one step."""
-  return [2] * int(math.log2(scale)) if scale & (scale - 1) == 0 else [scale]
 
 
 class ResidualDenseBlock(nn.Module):
@@ -259,7 +225,7 @@ class RRDBNet(nn.Module):
     y = nn.leaky_relu(conv(self.features, name='conv_hr')(y), 0.2)
     y = conv(3, name='conv_last')(y).astype(jnp.float32)
     if self.global_residual:
-      return _add_global_residual(x, y, self.scale)
+      return add_global_residual(x, y, self.scale)
     return y
 
 
@@ -306,15 +272,181 @@ class SRVGGNetCompact(nn.Module):
     y = conv(3 * self.scale**2, name=f'body_{index}')(y)
     y = pixel_shuffle(y, self.scale).astype(jnp.float32)
     if self.global_residual:
-      return _add_global_residual(x, y, self.scale)
+      return add_global_residual(x, y, self.scale)
     return y + upsample_nearest(x.astype(jnp.float32), self.scale)
+
+
+class ChannelAttention(nn.Module):
+  """RCAN's channel attention: global average pool -> 1x1 conv (C/r) -> ReLU -> 1x1 conv (C)
+  -> sigmoid, which rescales each channel. The 1x1 convolutions of a pooled pixel are dense
+  layers (``down``, ``up``)."""
+  features: int
+  reduction: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    y = jnp.mean(x, axis=(1, 2), keepdims=True)
+    y = nn.relu(nn.Dense(self.features // self.reduction, dtype=self.dtype, name='down')(y))
+    y = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name='up')(y))
+    return x * y
+
+
+class RCAB(nn.Module):
+  """Residual channel attention block: conv -> ReLU -> conv -> channel attention, + input."""
+  features: int
+  reduction: int
+  dtype: Any
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    conv = functools.partial(make_conv, self.conv_impl, self.features, dtype=self.dtype)
+    y = conv(name='conv1')(x)
+    y = conv(name='conv2')(nn.relu(y))
+    return x + ChannelAttention(self.features, self.reduction, self.dtype, name='attention')(y)
+
+
+class RCAN(nn.Module):
+  """RCAN (Zhang et al. 2018): ``num_groups`` residual groups of ``num_rcab`` RCABs (channel
+  attention, reduction 16) each closed by a conv and a skip, a long skip over the body,
+  pixel-shuffle upsampling (steps of 2, or 3) and a conv to RGB. As the original it works on
+  [0, 255] pixels minus DIV2K's mean (``rgb_range``, ``rgb_mean``): channel attention is not
+  scale-invariant, so published weights need that range."""
+  scale: int = 4
+  features: int = 64
+  num_groups: int = 10
+  num_rcab: int = 20
+  reduction: int = 16
+  rgb_range: float = 255.0
+  rgb_mean: Sequence[float] = DIV2K_RGB_MEAN
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
+    mean = jnp.asarray(self.rgb_mean, jnp.float32) * self.rgb_range
+    y = (x.astype(jnp.float32) * self.rgb_range - mean).astype(self.dtype)
+    head = conv(self.features, name='head')(y)
+    y = head
+    for g in range(self.num_groups):
+      group_input = y
+      for b in range(self.num_rcab):
+        y = RCAB(self.features, self.reduction, self.dtype, self.conv_impl,
+                 name=f'group{g}_rcab{b}')(y)
+      y = group_input + conv(self.features, name=f'group{g}_conv')(y)
+    y = head + conv(self.features, name='body_conv')(y)
+    for i, factor in enumerate(upsample_steps(self.scale)):
+      y = pixel_shuffle(conv(self.features * factor**2, name=f'up{i}')(y), factor)
+    y = conv(3, name='tail')(y).astype(jnp.float32)
+    y = (y + mean) / self.rgb_range
+    if self.global_residual:
+      return add_global_residual(x, y, self.scale)
+    return y
+
+
+class ConvParams(nn.Module):
+  """The kernel and bias of a convolution, declared but not applied."""
+  features: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    size = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (size, size, in_features, self.features), jnp.float32)
+    return kernel, self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+
+
+class Conv3XC(nn.Module):
+  """SPAN's re-parameterisable convolution: a 1x1 -> 3x3 -> 1x1 chain (``conv_0..2``, the
+  middle ``gain`` times wider) plus a 1x1 skip (``sk``), all linear, so it is one 3x3
+  convolution whose kernel and bias are computed from the four every call: training
+  differentiates through that merge and costs one convolution, not four."""
+  features: int
+  gain: int = 2
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    c_in, c_out = x.shape[-1], self.features
+    k_skip, b_skip = ConvParams(c_out, 1, name='sk')(c_in)
+    k0, b0 = ConvParams(c_in * self.gain, 1, name='conv_0')(c_in)
+    k1, b1 = ConvParams(c_out * self.gain, 3, name='conv_1')(c_in * self.gain)
+    k2, b2 = ConvParams(c_out, 1, name='conv_2')(c_out * self.gain)
+    kernel = jnp.einsum('im,yxmn,no->yxio', k0[0, 0], k1, k2[0, 0])
+    kernel = kernel.at[1, 1].add(k_skip[0, 0])
+    # The zero padding of the original's 3x3 step comes after its first 1x1 conv, so b0
+    # reaches every tap of the window, border included.
+    bias = (jnp.einsum('m,yxmn->n', b0, k1) + b1) @ k2[0, 0] + b2 + b_skip
+    y = conv_with_kernel(self.conv_impl, x, kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)
+
+
+class SPAB(nn.Module):
+  """SPAN's block: three Conv3XC (SiLU between), then the parameter-free attention
+  ``(out + x) * (sigmoid(out) - 0.5)``. Returns the output and the first conv's activated
+  output (the original's in-place SiLU turns the tensor it returns into that)."""
+  features: int
+  dtype: Any
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    conv = functools.partial(Conv3XC, self.features, dtype=self.dtype, conv_impl=self.conv_impl)
+    out1 = nn.silu(conv(name='c1_r')(x))
+    out2 = conv(name='c2_r')(out1)
+    out3 = conv(name='c3_r')(nn.silu(out2))
+    return (out3 + x) * (nn.sigmoid(out3) - 0.5), out1
+
+
+class SPAN(nn.Module):
+  """SPAN (Wan et al. 2024, NTIRE 2024 efficient-SR winner): six parameter-free attention
+  blocks of re-parameterised convolutions (48 features), a 1x1 fusion of four of their
+  outputs, one pixel-shuffle convolution. Its input is ``(x - DIV2K mean) * 255`` and its
+  output is used as is, as in the original (``normalize=False`` skips the input shift)."""
+  scale: int = 4
+  features: int = 48
+  normalize: bool = True
+  global_residual: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    y = x.astype(jnp.float32)
+    if self.normalize:
+      y = (y - jnp.asarray(DIV2K_RGB_MEAN, jnp.float32)) * 255.0
+    y = y.astype(self.dtype)
+    conv3xc = functools.partial(Conv3XC, self.features, dtype=self.dtype,
+                                conv_impl=self.conv_impl)
+    first = conv3xc(name='conv_1')(y)
+    out = first
+    outputs = []
+    for i in range(1, 7):
+      out, out1 = SPAB(self.features, self.dtype, self.conv_impl, name=f'block_{i}')(out)
+      outputs.append(out)
+    last = conv3xc(name='conv_2')(out)
+    fused = make_conv(self.conv_impl, self.features, 1, dtype=self.dtype, name='conv_cat')(
+        jnp.concatenate([first, last, outputs[0], out1], axis=-1))
+    y = make_conv(self.conv_impl, 3 * self.scale**2, 3, dtype=self.dtype, name='upsampler',
+                  kernel_init=last_layer_init(self.global_residual))(fused)
+    y = pixel_shuffle(y, self.scale).astype(jnp.float32)
+    if self.global_residual:
+      return add_global_residual(x, y, self.scale)
+    return y
 
 
 def create_model(name: str = 'reference', *, scale: int, dtype: Any = jnp.float32,
                  global_residual: bool = False, **kwargs) -> nn.Module:
   """Builds a model by name; ``kwargs`` are the model's own attributes (features, ...)."""
   classes = {'reference': ReferenceSR, 'espcn': ESPCN, 'edsr': EDSR, 'rrdb': RRDBNet,
-             'srvgg': SRVGGNetCompact}
+             'srvgg': SRVGGNetCompact, 'rcan': RCAN, 'span': SPAN, 'swinir': swinir.SwinIR}
   if name not in classes:
     raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODEL_NAMES)}')
   return classes[name](scale=scale, dtype=dtype, global_residual=global_residual, **kwargs)

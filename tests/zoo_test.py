@@ -1,6 +1,6 @@
-"""ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact: equal to spandrel's PyTorch
+"""The model zoo (RRDBNet, SRVGGNetCompact, RCAN, SwinIR, SPAN): equal to spandrel's PyTorch
 architectures (the reference implementations) on converted random weights, parameter counts
-equal, and usable through the pure train step."""
+equal, published-style checkpoints usable through predict, and the pure train step."""
 
 import sys
 import types
@@ -139,7 +139,7 @@ def test_train_step_runs_for_the_new_models(name):
   assert np.isfinite(float(metrics['loss'])) and int(state.step) == 1
 
 
-@pytest.mark.parametrize('arch', ['rrdb', 'srvgg'])
+@pytest.mark.parametrize('arch', ['rrdb', 'srvgg', 'rcan', 'swinir', 'span'])
 def test_predict_runs_a_published_style_checkpoint(arch, tmp_path, capsys):
   """A .pth as BasicSR publishes it (``params_ema`` wrapper), through ``predict --weights``:
   the PNG equals PyTorch's output for the same input to the 8-bit level."""
@@ -148,13 +148,14 @@ def test_predict_runs_a_published_style_checkpoint(arch, tmp_path, capsys):
   import_spandrel()
   if arch == 'rrdb':
     from spandrel.architectures.ESRGAN import ESRGANArch  # noqa: F401
-    reference = sys.modules['spandrel.architectures.ESRGAN.__arch.RRDB'].RRDBNet(
-        num_filters=16, num_blocks=1, scale=4)
-  else:
+    reference = randomise(sys.modules['spandrel.architectures.ESRGAN.__arch.RRDB'].RRDBNet(
+        num_filters=16, num_blocks=1, scale=4))
+  elif arch == 'srvgg':
     from spandrel.architectures.Compact import CompactArch  # noqa: F401
-    reference = sys.modules['spandrel.architectures.Compact.__arch.SRVGG'].SRVGGNetCompact(
-        num_feat=16, num_conv=2, upscale=4)
-  randomise(reference)
+    reference = randomise(sys.modules['spandrel.architectures.Compact.__arch.SRVGG']
+                          .SRVGGNetCompact(num_feat=16, num_conv=2, upscale=4))
+  else:
+    reference = TINY[arch]()
   torch.save({'params_ema': reference.state_dict()}, tmp_path / 'net.pth')
   photo = input_pipeline.read_image(input_pipeline._sample_photo_dir() / 'chelsea.png')[:20, :28]
   Image.fromarray(photo).save(tmp_path / 'in.png')
@@ -172,5 +173,146 @@ def test_weights_file_errors_are_one_line(tmp_path):
   with pytest.raises(torch_weights.WeightsError, match='does not exist'):
     inference.load_weights(tmp_path / 'missing.pth')
   torch.save({'params': {'foo.weight': torch.zeros(1, 1, 3, 3)}}, tmp_path / 'other.pth')
-  with pytest.raises(torch_weights.WeightsError, match='not an RRDBNet state dict'):
+  with pytest.raises(torch_weights.WeightsError, match='unknown architecture'):
     inference.load_weights(tmp_path / 'other.pth')
+
+
+# ----------------------------------------------------------------------------------------------
+# RCAN, SwinIR, SPAN.
+
+
+def spandrel_class(package, module, name):
+  import_spandrel()
+  __import__(f'spandrel.architectures.{package}')
+  return getattr(sys.modules[f'spandrel.architectures.{package}.__arch.{module}'], name)
+
+
+def random_rcan(**kwargs):
+  """An RCAN with random weights but its fixed mean shift (sub_mean/add_mean) left as built,
+  as in every published checkpoint."""
+  rcan_class = spandrel_class('RCAN', 'rcan_arch', 'RCAN')
+  module = rcan_class(**kwargs)
+  shifts = {k: v.clone() for k, v in module.state_dict().items() if 'mean' in k}
+  randomise(module)
+  module.load_state_dict(shifts, strict=False)
+  return module
+
+
+def random_swinir(**kwargs):
+  swinir_class = spandrel_class('SwinIR', 'SwinIR', 'SwinIR')
+  return randomise(swinir_class(img_size=32, mlp_ratio=2.0, **kwargs))
+
+
+def random_span(**kwargs):
+  span_class = spandrel_class('SPAN', 'span', 'SPAN')
+  return randomise(span_class(num_in_ch=3, num_out_ch=3, **kwargs))
+
+
+TINY = {
+    'rcan': lambda: random_rcan(scale=4, n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4),
+    'swinir': lambda: random_swinir(upscale=4, embed_dim=12, depths=[2], num_heads=[2],
+                                    window_size=4, upsampler='pixelshuffledirect'),
+    'span': lambda: random_span(feature_channels=8, upscale=4),
+}
+
+# Tensors the originals register as parameters that are not trained: RCAN's mean shift
+# (requires_grad is set on the module, which freezes nothing, but the optimiser config
+# excludes it), SPAN's eval_conv (recomputed from the trained branches on every eval call).
+NOT_TRAINED = r'(sub_mean|add_mean|eval_conv)\.'
+
+
+def trained_count(module):
+  import re
+  return sum(p.numel() for k, p in module.named_parameters() if not re.search(NOT_TRAINED, k))
+
+
+def check_against(reference, sizes, conv_impl='xla', expected_kwargs=None):
+  name, kwargs, params = torch_weights.from_state_dict(
+      {'params_ema': {k: v.numpy() for k, v in reference.state_dict().items()}})
+  if expected_kwargs is not None:
+    assert {k: kwargs[k] for k in expected_kwargs} == expected_kwargs
+  model = models.create_model(name, **kwargs, conv_impl=conv_impl)
+  template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  torch_weights.check_params(template, params)
+  assert count(params) == trained_count(reference)
+  assert_equal_outputs(reference, model, params, sizes)
+  return name, kwargs
+
+
+@pytest.mark.parametrize('scale, conv_impl', [(2, 'xla'), (3, 'tuned')])
+def test_rcan_equals_spandrel(scale, conv_impl):
+  reference = random_rcan(scale=scale, n_resgroups=2, n_resblocks=2, n_feats=32, reduction=8)
+  name, kwargs = check_against(reference, [(12, 12), (13, 19)], conv_impl,
+                               dict(scale=scale, features=32, num_groups=2, num_rcab=2,
+                                    reduction=8))
+  assert name == 'rcan' and kwargs['rgb_mean'] == models.DIV2K_RGB_MEAN
+
+
+@pytest.mark.parametrize('upsampler, scale, window, connection', [
+    ('pixelshuffle', 2, 8, '1conv'),          # the classical-SR model's setting
+    ('pixelshuffledirect', 3, 4, '1conv'),    # lightweight
+    ('nearest+conv', 4, 4, '3conv'),          # real-world (large)
+])
+def test_swinir_equals_spandrel(upsampler, scale, window, connection):
+  reference = random_swinir(upscale=scale, embed_dim=24, depths=[2, 2], num_heads=[2, 3],
+                            window_size=window, upsampler=upsampler, resi_connection=connection)
+  # 13x19 is no multiple of the window: both pad (reflect) and crop back.
+  check_against(reference, [(2 * window, 2 * window), (13, 19)], 'xla',
+                dict(scale=scale, features=24, depths=(2, 2), num_heads=(2, 3),
+                     window_size=window, upsampler=upsampler, resi_connection=connection))
+
+
+@pytest.mark.parametrize('scale, conv_impl', [(4, 'xla'), (2, 'tuned')])
+def test_span_equals_spandrel(scale, conv_impl):
+  reference = random_span(feature_channels=16, upscale=scale)
+  check_against(reference, [(12, 12), (13, 19)], conv_impl,
+                dict(scale=scale, features=16, normalize=True))
+
+
+def test_paper_settings_parameter_counts_equal_the_originals():
+  """RCAN (10 groups x 20 RCABs, 64 features), SwinIR classical (180 wide, 6x6 layers) and
+  lightweight (60 wide, 4x6), SPAN (48 features), all x4."""
+  rcan = random_rcan(scale=4)
+  swinir_class = spandrel_class('SwinIR', 'SwinIR', 'SwinIR')
+  classical = swinir_class(upscale=4, img_size=48, window_size=8, embed_dim=180,
+                           depths=[6] * 6, num_heads=[6] * 6, mlp_ratio=2,
+                           upsampler='pixelshuffle')
+  light = swinir_class(upscale=4, img_size=64, window_size=8, embed_dim=60, depths=[6] * 4,
+                       num_heads=[6] * 4, mlp_ratio=2, upsampler='pixelshuffledirect')
+  span = random_span(feature_channels=48, upscale=4)
+
+  def ours(name, **kwargs):
+    model = models.create_model(name, scale=4, **kwargs)
+    return count(jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                   jnp.zeros((1, 8, 8, 3))))['params'])
+
+  # 15,592,379 with the mean shift's 24 fixed values, the figure usually quoted.
+  assert ours('rcan') == trained_count(rcan) == 15_592_355
+  assert ours('swinir') == trained_count(classical) == 11_900_199
+  assert ours('swinir', features=60, depths=(6,) * 4, num_heads=(6,) * 4,
+              upsampler='pixelshuffledirect') == trained_count(light)
+  assert ours('span') == trained_count(span)
+
+
+def test_converter_names_the_first_key_that_does_not_fit():
+  state = {k: v.numpy() for k, v in TINY['span']().state_dict().items()}
+  extra = dict(state, **{'block_1.c1_r.extra.weight': np.zeros((2, 2, 1, 1), np.float32)})
+  with pytest.raises(torch_weights.WeightsError, match='unexpected key block_1.c1_r.extra'):
+    torch_weights.from_state_dict(extra)
+  missing = {k: v for k, v in state.items() if k != 'block_3.c2_r.conv.1.bias'}
+  with pytest.raises(torch_weights.WeightsError, match='missing key block_3.c2_r.conv.1.bias'):
+    torch_weights.from_state_dict(missing)
+  # DataParallel's prefix on every key is dropped.
+  name, _, _ = torch_weights.from_state_dict({f'module.{k}': v for k, v in state.items()})
+  assert name == 'span'
+
+
+@pytest.mark.parametrize('name', ['rcan', 'swinir', 'span'])
+def test_train_step_runs_for_the_zoo(name):
+  from conftest import tiny_config
+  config = tiny_config(model=name, features=8, num_groups=1, num_rcab=1, reduction=4,
+                       depths=(1,), num_heads=(2,), window_size=4, input_size=24)
+  state = train_lib.state_from_config(config, total_steps=2)
+  hr = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8)
+  state, metrics = jax.jit(train_lib.train_step)(state, {'hr': hr})
+  assert np.isfinite(float(metrics['loss'])) and int(state.step) == 1
