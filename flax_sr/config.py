@@ -164,6 +164,11 @@ class Config:
       'and evaluate it; 0 turns it off')
   seed: int = option(0,
       'seed for initialisation and the data order')
+  init_from: str | None = option(None,
+      'start from these weights instead of random ones: a published checkpoint (.pth, .pt, '
+      '.ckpt, .safetensors; architecture and settings detected), a flax_sr run directory '
+      '(its best step) or a pretrained name; the model flags must match them. Used when the '
+      'run starts; a resume continues from its own checkpoint')
   # Loop.
   eval_every: int | None = option(None,
       'evaluate every N steps (default: at the end of every epoch)')

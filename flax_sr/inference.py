@@ -106,6 +106,50 @@ def load_weights(path: str | pathlib.Path, scale: int | None = None) -> LoadedMo
   return LoadedModel(config, model, variables, None, f'{name} weights {pathlib.Path(path).name}')
 
 
+WEIGHT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors')
+# Module attributes that choose how a network computes, not which function it is.
+_COMPUTE_ATTRIBUTES = ('parent', 'name', 'dtype', 'conv_impl', 'axis_name')
+
+
+def model_differences(model: Any, other: Any) -> list[str]:
+  """'attribute value (first) vs value (second)' for each setting where two flax_sr models
+  differ (the class included); how they compute (dtype, conv_impl) is not a difference."""
+  if type(model) is not type(other):
+    return [f'architecture {type(model).__name__} vs {type(other).__name__}']
+  return [f'{f.name} {getattr(model, f.name)!r} vs {getattr(other, f.name)!r}'
+          for f in dataclasses.fields(model)
+          if f.name not in _COMPUTE_ATTRIBUTES and getattr(model, f.name) != getattr(other, f.name)]
+
+
+def load_any(source: str | pathlib.Path, scale: int | None = None) -> LoadedModel:
+  """A weights file (``WEIGHT_SUFFIXES``), a run directory (its best step) or a pretrained
+  name."""
+  path = pathlib.Path(source).expanduser()
+  if path.is_dir():
+    return load_run(path, 'best')
+  if path.suffix.lower() in WEIGHT_SUFFIXES:
+    return load_weights(path, scale)
+  if str(source) in pretrained_names():
+    return load_pretrained(str(source))
+  raise UserError(f'{source} is none of: a weights file ({", ".join(WEIGHT_SUFFIXES)}), a run '
+                  f'directory, a pretrained name ({", ".join(pretrained_names()) or "none"})')
+
+
+def load_initial_weights(config: Config) -> LoadedModel:
+  """The weights ``--init_from`` names, checked to be those of the model ``config`` builds
+  (one line naming the first setting that differs and the flag that sets it)."""
+  try:
+    loaded = load_any(config.init_from, config.scale)
+  except UserError as error:
+    raise UserError(f'--init_from: {error}') from error
+  differences = model_differences(loaded.model, train_lib.model_from_config(config))
+  if differences:
+    raise UserError(f'--init_from {config.init_from} holds a different model than this run '
+                    f'builds: {differences[0]} (weights vs run); set the run\'s flags to match '
+                    f'(--model, --features, ...)')
+  return loaded
+
+
 def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
                     directory: pathlib.Path = PRETRAINED_DIR) -> pathlib.Path:
   """Writes ``name``.msgpack (float16 weights) and ``name``.json (the exact training config).

@@ -222,8 +222,9 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as error:
-    raise WeightsError(f'reading {path.suffix} files needs PyTorch (pip install torch); '
-                       f'.safetensors files need only safetensors') from error
+    raise WeightsError(f'reading {path.suffix} files needs PyTorch: pip install '
+                       f'"flax_sr[torch]" (or torch alone); .safetensors files need only '
+                       f'safetensors') from error
   return unwrap(torch.load(str(path), map_location='cpu', weights_only=True))
 
 

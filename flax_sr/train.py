@@ -261,3 +261,20 @@ def state_from_config(config, total_steps: int | None = None) -> TrainState:
   lr_shape = (1, config.input_size, config.input_size, 3)
   return create_train_state(jax.random.key(config.seed), model, tx, lr_shape=lr_shape,
                             ema=config.ema_decay > 0)
+
+
+def with_weights(state: TrainState, variables: dict[str, Any]) -> TrainState:
+  """``state`` with its parameters (and EMA, and BatchNorm statistics when the model has them)
+  taken from ``variables``, which must have the same structure and shapes (``--init_from``).
+  The optimiser state stays fresh: fine-tuning starts its own moments."""
+  params = variables['params']
+  expected = jax.tree.map(jnp.shape, state.params)
+  if jax.tree.map(jnp.shape, params) != expected:
+    raise ValueError('the weights do not have the shapes of the model')
+  params = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), params, state.params)
+  replaced = state.replace(params=params)
+  if state.ema_params is not None:
+    replaced = replaced.replace(ema_params=params)
+  if state.batch_stats and 'batch_stats' in variables:
+    replaced = replaced.replace(batch_stats=variables['batch_stats'])
+  return replaced

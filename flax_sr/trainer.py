@@ -21,6 +21,7 @@ import numpy as np
 
 from flax_sr import checkpointing
 from flax_sr import evaluation
+from flax_sr import inference
 from flax_sr import resize as resize_lib
 from flax_sr import input_pipeline
 from flax_sr import metrics as metrics_lib
@@ -127,7 +128,8 @@ def start_up_block(config: Config, train_source, eval_set, steps_per_epoch: int,
       f'({steps_per_epoch} steps of {config.batch_size}); evaluation: {eval_set.name}, '
       f'{len(eval_set)} images',
       f'Training: {total_steps} steps ({total_steps / steps_per_epoch:.2f} epochs) at '
-      f'x{config.scale}, ' + (f'resuming at step {step}' if step else 'from scratch')
+      f'x{config.scale}, ' + (f'resuming at step {step}' if step else
+                              f'from {config.init_from}' if config.init_from else 'from scratch')
       + (f', at most {config.train_minutes:g} minutes' if config.train_minutes else ''),
       f'Model: {config.model}, {_format_count(sum(counts.values()))} parameters ({modules})',
       f'Devices: {mesh.size} x {device.device_kind} ({device.platform}), mesh '
@@ -149,6 +151,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   config = dataclasses.replace(config, **{
       name: os.path.abspath(os.path.expanduser(getattr(config, name)))
       for name in ('data_dir', 'eval_data_dir') if getattr(config, name)})
+  if config.init_from and os.path.exists(os.path.expanduser(config.init_from)):
+    config = dataclasses.replace(config, init_from=os.path.abspath(
+        os.path.expanduser(config.init_from)))
   parallel.initialize_distributed(config.distributed)
   is_main = jax.process_index() == 0
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
@@ -166,6 +171,10 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                       f'continue it with --resume=true or choose another --workdir')
     saved_config = checkpointing.load_config(workdir_path)
     checkpointing.check_compatible(saved_config, config, workdir_path)
+  initial = None
+  if config.init_from and resume_step is None:
+    # Read and checked before the data loads: a wrong file fails in seconds.
+    initial = inference.load_initial_weights(config)
 
   logging.info('Loading data (%s)...', config.dataset)
   train_source = input_pipeline.make_train_source(config)
@@ -184,15 +193,22 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'cannot create --workdir {workdir_path}: {error.strerror}') from error
   with run_lock.RunLock(workdir_path, enabled=is_main):
     return _train(config, workdir_path, mesh, train_source, eval_set, steps_per_epoch,
-                  total_steps, resume_step, saved_config, is_main, wall_start)
+                  total_steps, resume_step, saved_config, is_main, wall_start, initial)
 
 
 def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_set,
            steps_per_epoch: int, total_steps: int, resume_step: int | None,
-           saved_config: Config | None, is_main: bool, wall_start: float) -> dict[str, Any]:
+           saved_config: Config | None, is_main: bool, wall_start: float,
+           initial: 'inference.LoadedModel | None' = None) -> dict[str, Any]:
   """The run itself, once everything it needs is checked and the workdir's lock is held."""
   eval_batch_size = config.eval_batch_size or config.batch_size
-  state = parallel.put_replicated(train_lib.state_from_config(config, total_steps), mesh)
+  state = train_lib.state_from_config(config, total_steps)
+  if initial is not None:
+    state = train_lib.with_weights(state, initial.variables)
+    logging.info('Initialised the weights from %s', initial.source)
+  elif config.init_from:
+    logging.info('Resuming: --init_from %s was used when the run started', config.init_from)
+  state = parallel.put_replicated(state, mesh)
   position, train_seconds = (0, 0), 0.0
   if resume_step is not None:
     # The newest checkpoint that restores: a truncated latest one falls back to the previous,

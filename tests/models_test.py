@@ -94,3 +94,24 @@ def test_global_residual_starts_from_bicubic(name):
 def test_unknown_model_name():
   with pytest.raises(ValueError, match='unknown model'):
     models.create_model('vdsr', scale=3)
+
+
+def test_zoo_presets_build_the_parameter_counts_their_summaries_state():
+  """Each architecture preset states its parameter count at x4 ("(43 M parameters at x4)"):
+  the model it configures has that many (to the stated precision), and validates."""
+  import re
+  from flax_sr import configs, main
+  from flax_sr import train as train_lib
+  stated = {}
+  for name in configs.names():
+    m = re.search(r'\(([\d.]+) M parameters at x4\)', configs.summary(name))
+    if m:
+      stated[name] = m.group(1)
+  assert {'edsr_x4', 'rcan_x4', 'rrdb_x4', 'swinir_x4', 'swinir_light_x4'} <= set(stated)
+  for name, millions in stated.items():
+    config, _ = main.parse_config(['--config', name, '--data_dir', 'unused', '--conv_impl', 'xla'])
+    assert config.scale == 4
+    model = train_lib.model_from_config(config)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    decimals = len(millions.split('.')[1]) if '.' in millions else 0
+    assert round(count_params(params['params']) / 1e6, decimals) == float(millions), name

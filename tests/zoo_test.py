@@ -316,3 +316,60 @@ def test_train_step_runs_for_the_zoo(name):
   hr = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8)
   state, metrics = jax.jit(train_lib.train_step)(state, {'hr': hr})
   assert np.isfinite(float(metrics['loss'])) and int(state.step) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m flax_sr.convert, and --init_from.
+
+
+def small_srvgg(**kwargs):
+  srvgg_class = spandrel_class('Compact', 'SRVGG', 'SRVGGNetCompact')
+  return randomise(srvgg_class(num_feat=8, num_conv=2, upscale=4, **kwargs))
+
+
+def test_convert_writes_a_run_that_computes_what_pytorch_does(tmp_path, capsys):
+  from flax_sr import cli, convert, inference
+  reference = small_srvgg()
+  torch.save({'params_ema': reference.state_dict()}, tmp_path / 'net.pth')
+  assert cli.run_cli(convert.main, [str(tmp_path / 'net.pth'), str(tmp_path / 'run')]) == 0
+  loaded = inference.load_run(tmp_path / 'run')
+  assert loaded.config.model == 'srvgg' and loaded.config.scale == 4 and loaded.step == 0
+  image = np.random.default_rng(1).random((1, 10, 14, 3), np.float32)
+  got = np.asarray(loaded.model.apply(loaded.variables, image))
+  assert np.abs(got - torch_output(reference, image)).max() <= 1e-4
+  # An existing run directory is not replaced; a setting config.json cannot hold (ReLU
+  # SRVGG, detected as act_type relu) is refused; either way nothing is written.
+  assert cli.run_cli(convert.main, [str(tmp_path / 'net.pth'), str(tmp_path / 'run')]) == 2
+  assert 'not an empty folder' in capsys.readouterr().err
+  torch.save(small_srvgg(act_type='relu').state_dict(), tmp_path / 'relu.pth')
+  assert cli.run_cli(convert.main, [str(tmp_path / 'relu.pth'), str(tmp_path / 'run2')]) == 2
+  assert "act_type 'relu' vs 'prelu'" in capsys.readouterr().err
+  assert not (tmp_path / 'run2').exists()
+
+
+def test_init_from_a_pth_fine_tunes_and_resumes(tmp_path):
+  from conftest import tiny_config
+  from flax_sr import checkpointing, inference, trainer
+  from flax_sr.config import UserError
+  reference = small_srvgg()
+  torch.save({'params_ema': reference.state_dict()}, tmp_path / 'net.pth')
+  _, _, converted = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  config = tiny_config(dataset='sample', model='srvgg', features=8, num_res_blocks=2,
+                       input_size=24, batch_size=4, eval_examples=2, num_train_steps=1,
+                       learning_rate=1e-12, init_from=str(tmp_path / 'net.pth'))
+  with pytest.raises(UserError, match='features 8 vs 16'):
+    trainer.train_and_evaluate(dataclasses_replace(config, features=16), str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad').exists()
+  trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  # One Adam step of 1e-12 moves no weight visibly: the run started from the file's weights.
+  trained = inference.load_run(tmp_path / 'run', 'latest').variables['params']
+  for got, expected in zip(jax.tree.leaves(trained), jax.tree.leaves(converted)):
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+  trainer.train_and_evaluate(dataclasses_replace(config, num_train_steps=2), str(tmp_path / 'run'))
+  assert checkpointing.latest_complete_step(tmp_path / 'run') == 2
+
+
+def dataclasses_replace(config, **changes):
+  import dataclasses
+  return dataclasses.replace(config, **changes)
