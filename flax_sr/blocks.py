@@ -70,3 +70,19 @@ def conv_with_kernel(conv_impl: str, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp
     return fast_conv.STRATEGIES[strategy](x, kernel)
   return lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+class ChannelAttention(nn.Module):
+  """RCAN's channel attention: global average pool -> 1x1 conv (C/r) -> ReLU -> 1x1 conv (C)
+  -> sigmoid, which rescales each channel. The 1x1 convolutions of a pooled pixel are dense
+  layers (``down``, ``up``)."""
+  features: int
+  reduction: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    y = jnp.mean(x, axis=(1, 2), keepdims=True)
+    y = nn.relu(nn.Dense(self.features // self.reduction, dtype=self.dtype, name='down')(y))
+    y = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name='up')(y))
+    return x * y

@@ -177,7 +177,8 @@ def load_config(workdir: str | os.PathLike) -> Config:
 # sizes, the weight EMA on or off, the optimizer state's structure (a schedule's step count).
 STATE_FIELDS = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'num_rrdb',
                 'res_scale', 'num_groups', 'num_rcab', 'reduction', 'depths', 'num_heads',
-                'window_size', 'mlp_ratio', 'upsampler', 'resi_connection', 'upsample_factors',
+                'window_size', 'mlp_ratio', 'upsampler', 'resi_connection', 'compress_ratio',
+                'squeeze_factor', 'overlap_ratio', 'upsample_factors',
                 'global_residual')
 # Options that change the recipe but not the saved arrays: refused on resume unless
 # --allow_recipe_change, since the run would no longer be the recipe its config records (and

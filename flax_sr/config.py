@@ -14,9 +14,9 @@ from typing import Any
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
 DATASETS = ('stl10', 'folder', 'sample')
-MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'span')
+MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
-RESI_CONNECTIONS = ('1conv', '3conv')
+RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
 # The model keyword arguments each config field sets, per model (besides ``features``).
 MODEL_FIELDS = {
     'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale'},
@@ -25,6 +25,9 @@ MODEL_FIELDS = {
     'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
     'swinir': {name: name for name in ('depths', 'num_heads', 'window_size', 'mlp_ratio',
                                        'upsampler', 'resi_connection')},
+    'hat': {name: name for name in ('depths', 'num_heads', 'window_size', 'mlp_ratio',
+                                    'compress_ratio', 'squeeze_factor', 'overlap_ratio',
+                                    'resi_connection')},
     'span': {},
 }
 DTYPES = ('float32', 'bfloat16')
@@ -98,7 +101,7 @@ class Config:
   # Model.
   model: str = option('reference',
       'network: reference (the original design), espcn, edsr, rrdb (ESRGAN\'s RRDBNet), '
-      'srvgg (Real-ESRGAN\'s compact SRVGGNet), rcan, swinir, span')
+      'srvgg (Real-ESRGAN\'s compact SRVGGNet), rcan, swinir, hat, span')
   features: int | None = option(None,
       "channels per convolution, the embedding width for swinir (default: the model's own: "
       "64; swinir 180, span 48)")
@@ -117,18 +120,24 @@ class Config:
   reduction: int = option(16,
       'rcan: channel attention reduction')
   depths: tuple[int, ...] = option((6, 6, 6, 6, 6, 6),
-      'swinir: Swin layers per residual Swin transformer block, e.g. 6,6,6,6')
+      'swinir/hat: transformer layers per residual group, e.g. 6,6,6,6')
   num_heads: tuple[int, ...] = option((6, 6, 6, 6, 6, 6),
-      'swinir: attention heads per block (one entry per depths entry)')
+      'swinir/hat: attention heads per group (one entry per depths entry)')
   window_size: int = option(8,
-      'swinir: attention window size (inputs are padded to a multiple)')
+      'swinir/hat: attention window size (inputs are padded to a multiple; HAT uses 16)')
   mlp_ratio: float = option(2.0,
-      'swinir: MLP hidden width / embedding width')
+      'swinir/hat: MLP hidden width / embedding width')
   upsampler: str = option('pixelshuffle',
       'swinir: pixelshuffle (classical), pixelshuffledirect (lightweight) or nearest+conv '
       '(real-world)')
   resi_connection: str = option('1conv',
-      'swinir: convolution closing each block, 1conv or 3conv')
+      'swinir/hat: convolution closing each block: 1conv, 3conv (swinir) or identity (hat)')
+  compress_ratio: int = option(3,
+      'hat: channel reduction of the convolution branch (HAT-S: 24)')
+  squeeze_factor: int = option(30,
+      'hat: channel attention reduction of the convolution branch (HAT-S: 24)')
+  overlap_ratio: float = option(0.5,
+      'hat: how much larger the cross-attention key windows are than the query windows')
   upsample_factors: tuple[int, ...] | None = option(None,
       'reference model: per-block upsample factors, e.g. 3,1,1,1 (product = scale); '
       'default: on the last blocks, e.g. 1,1,1,3')
@@ -294,8 +303,8 @@ class Config:
     if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
       raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '
                       f'{",".join(map(str, self.image_scales))}')
-    if self.model == 'swinir':
-      self._validate_swinir()
+    if self.model in ('swinir', 'hat'):
+      self._validate_transformer()
     if not (math.isfinite(self.res_scale) and self.res_scale > 0):
       raise UserError(f'--res_scale must be a positive number, got {self.res_scale}')
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -315,7 +324,7 @@ class Config:
                       f'(--num_train_steps {self.num_train_steps})')
     return self
 
-  def _validate_swinir(self) -> None:
+  def _validate_transformer(self) -> None:
     if len(self.depths) != len(self.num_heads) or not self.depths:
       raise UserError(f'--depths {",".join(map(str, self.depths))} and --num_heads '
                       f'{",".join(map(str, self.num_heads))} need the same number of entries')
@@ -323,11 +332,23 @@ class Config:
       raise UserError('--depths and --num_heads entries must be positive integers')
     width = self.features or 180
     if any(width % heads for heads in self.num_heads):
-      raise UserError(f'swinir: the embedding width {width} (--features) must be divisible by '
-                      f'every --num_heads entry ({",".join(map(str, self.num_heads))})')
+      raise UserError(f'{self.model}: the embedding width {width} (--features) must be '
+                      f'divisible by every --num_heads entry '
+                      f'({",".join(map(str, self.num_heads))})')
     if not (math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0):
       raise UserError(f'--mlp_ratio must be a positive number, got {self.mlp_ratio}')
-    if self.upsampler == 'nearest+conv' and self.scale not in (2, 4, 8):
+    valid = ('1conv', '3conv') if self.model == 'swinir' else ('1conv', 'identity')
+    if self.resi_connection not in valid:
+      raise UserError(f'--resi_connection {self.resi_connection} is not one of {self.model}\'s: '
+                      f'{", ".join(valid)}')
+    if self.model == 'hat':
+      for name in ('compress_ratio', 'squeeze_factor'):
+        if getattr(self, name) < 1 or width % getattr(self, name):
+          raise UserError(f'--{name} must divide the embedding width {width}, got '
+                          f'{getattr(self, name)}')
+      if not 0 <= self.overlap_ratio < 2:
+        raise UserError(f'--overlap_ratio must be in [0, 2), got {self.overlap_ratio}')
+    if self.model == 'swinir' and self.upsampler == 'nearest+conv' and self.scale not in (2, 4, 8):
       raise UserError(f'--upsampler nearest+conv supports x2, x4 and x8, not x{self.scale}')
 
   def check_warmup(self, total_steps: int) -> None:

@@ -7,7 +7,7 @@
   the paper's full model is 32 blocks x 256 features with residual scaling 0.1.
 * The zoo, each equal to its PyTorch original on converted weights (``torch_weights``):
   ``RRDBNet`` (ESRGAN), ``SRVGGNetCompact`` (Real-ESRGAN), ``RCAN``, ``SPAN``, and
-  ``swinir.SwinIR`` (in its own module).
+  ``swinir.SwinIR`` and ``hat.HAT`` (in their own modules).
 
 Every model is fully convolutional: an (N, H, W, 3) input gives (N, H*s, W*s, 3). With
 ``global_residual`` the network predicts the difference to the bicubic upscale of its input.
@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_sr import swinir
-from flax_sr.blocks import (CONV_IMPLS, DIV2K_RGB_MEAN, add_global_residual,  # noqa: F401
-                            conv_with_kernel, last_layer_init, make_conv, upsample_steps)
+from flax_sr import hat, swinir
+from flax_sr.blocks import (CONV_IMPLS, DIV2K_RGB_MEAN, ChannelAttention,  # noqa: F401
+                            add_global_residual, conv_with_kernel, last_layer_init,
+                            make_conv, upsample_steps)
 from flax_sr.config import MODEL_NAMES, default_upsample_factors  # noqa: F401 (re-exported)
 from flax_sr.layers import pixel_shuffle, upsample_nearest  # noqa: F401 (re-exported)
 
@@ -276,22 +277,6 @@ class SRVGGNetCompact(nn.Module):
     return y + upsample_nearest(x.astype(jnp.float32), self.scale)
 
 
-class ChannelAttention(nn.Module):
-  """RCAN's channel attention: global average pool -> 1x1 conv (C/r) -> ReLU -> 1x1 conv (C)
-  -> sigmoid, which rescales each channel. The 1x1 convolutions of a pooled pixel are dense
-  layers (``down``, ``up``)."""
-  features: int
-  reduction: int
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    y = jnp.mean(x, axis=(1, 2), keepdims=True)
-    y = nn.relu(nn.Dense(self.features // self.reduction, dtype=self.dtype, name='down')(y))
-    y = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name='up')(y))
-    return x * y
-
-
 class RCAB(nn.Module):
   """Residual channel attention block: conv -> ReLU -> conv -> channel attention, + input."""
   features: int
@@ -446,7 +431,8 @@ def create_model(name: str = 'reference', *, scale: int, dtype: Any = jnp.float3
                  global_residual: bool = False, **kwargs) -> nn.Module:
   """Builds a model by name; ``kwargs`` are the model's own attributes (features, ...)."""
   classes = {'reference': ReferenceSR, 'espcn': ESPCN, 'edsr': EDSR, 'rrdb': RRDBNet,
-             'srvgg': SRVGGNetCompact, 'rcan': RCAN, 'span': SPAN, 'swinir': swinir.SwinIR}
+             'srvgg': SRVGGNetCompact, 'rcan': RCAN, 'span': SPAN, 'swinir': swinir.SwinIR,
+             'hat': hat.HAT}
   if name not in classes:
     raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODEL_NAMES)}')
   return classes[name](scale=scale, dtype=dtype, global_residual=global_residual, **kwargs)

@@ -117,22 +117,34 @@ class SwinLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    batch, height, width, dim = x.shape
-    w, shift = self.window_size, self.shift
     y = LayerNorm(dtype=self.dtype, name='norm1')(x)
-    if shift:
-      y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
-    windows = window_partition(y, w).reshape(-1, w * w, dim)
-    mask = shifted_window_mask(height, width, w, shift) if shift else None
-    windows = WindowAttention(dim, w, self.num_heads, self.dtype, name='attn')(windows, mask)
-    y = window_reverse(windows.reshape(-1, w, w, dim), w, height, width)
-    if shift:
-      y = jnp.roll(y, (shift, shift), axis=(1, 2))
-    x = x + y
-    y = LayerNorm(dtype=self.dtype, name='norm2')(x)
-    y = nn.Dense(int(dim * self.mlp_ratio), dtype=self.dtype, name='mlp_fc1')(y)
-    y = nn.Dense(dim, dtype=self.dtype, name='mlp_fc2')(gelu(y))
-    return x + y
+    attention = WindowAttention(x.shape[-1], self.window_size, self.num_heads, self.dtype,
+                                name='attn')
+    x = x + shifted_window_attention(attention, y, self.window_size, self.shift)
+    return x + mlp(x, self.mlp_ratio, self.dtype)
+
+
+def shifted_window_attention(attention: WindowAttention, x, window_size: int, shift: int):
+  """``attention`` within each window of ``x`` (B, H, W, C), the windows shifted by
+  ``shift`` (cyclically, masked) when it is not 0."""
+  _, height, width, dim = x.shape
+  if shift:
+    x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
+  windows = window_partition(x, window_size).reshape(-1, window_size * window_size, dim)
+  mask = shifted_window_mask(height, width, window_size, shift) if shift else None
+  windows = attention(windows, mask)
+  y = window_reverse(windows.reshape(-1, window_size, window_size, dim), window_size, height,
+                     width)
+  return jnp.roll(y, (shift, shift), axis=(1, 2)) if shift else y
+
+
+def mlp(x, mlp_ratio: float, dtype):
+  """The transformer MLP branch, LayerNorm -> dense (``mlp_ratio`` wider) -> GELU -> dense,
+  as submodules ``norm2``, ``mlp_fc1``, ``mlp_fc2`` of the compact module calling it."""
+  dim = x.shape[-1]
+  y = LayerNorm(dtype=dtype, name='norm2')(x)
+  y = nn.Dense(int(dim * mlp_ratio), dtype=dtype, name='mlp_fc1')(y)
+  return nn.Dense(dim, dtype=dtype, name='mlp_fc2')(gelu(y))
 
 
 def residual_connection(kind: str, conv, features: int, name: str):

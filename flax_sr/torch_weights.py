@@ -1,5 +1,5 @@
 """PyTorch checkpoints as flax_sr parameters: the state dicts of ESRGAN's RRDBNet,
-Real-ESRGAN's SRVGGNetCompact, RCAN, SwinIR and SPAN, in the key layouts found in the wild.
+Real-ESRGAN's SRVGGNetCompact, RCAN, SwinIR, HAT and SPAN, in the key layouts found in the wild.
 
 State dicts are plain ``{key: numpy array}`` mappings here (``load_state_dict`` reads a file
 into one), so the conversion itself needs no torch. ``from_state_dict`` detects the
@@ -11,6 +11,8 @@ architecture from the keys and its settings from the keys and shapes:
 * RCAN: width, groups, blocks per group, reduction, scale, the mean shift (from ``sub_mean``).
 * SwinIR: embedding width, depths, heads, window, MLP ratio, upsampler, residual connection,
   scale; the pixel range as spandrel infers it (255 for window 7, the JPEG models).
+* HAT: as SwinIR, plus the CAB's compression and squeeze, OCAB's overlap ratio; the pixel
+  range (1) and ``conv_scale`` (0.01) are not stored and take the published models' values.
 * SPAN: width, scale, whether the input is normalised (``no_norm``).
 
 Convolution kernels go from PyTorch's (out, in, kh, kw) to Flax's (kh, kw, in, out), linear
@@ -461,18 +463,100 @@ def swinir_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], di
 
 
 # ----------------------------------------------------------------------------------------------
+# HAT.
+
+
+def hat_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(HAT keyword arguments, Flax params) from a HAT state dict (the original repo's names,
+  SwinIR's plus ``conv_block.cab`` and ``overlap_attn``)."""
+  from flax_sr import hat
+  from flax_sr.blocks import upsample_steps
+  reader = _StateReader(unwrap(state), 'HAT')
+  if not reader.has('layers.0.residual_group.overlap_attn.relative_position_bias_table'):
+    raise WeightsError('not a HAT state dict: no layers.0.residual_group.overlap_attn.'
+                       'relative_position_bias_table')
+  features = int(reader.state['conv_first.weight'].shape[0])
+  num_layers = reader.count(r'layers\.(\d+)\.')
+  depths = tuple(reader.count(rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.')
+                 for i in range(num_layers))
+  table = 'layers.{}.residual_group.blocks.0.attn.relative_position_bias_table'
+  num_heads = tuple(int(reader.state[table.format(i)].shape[1]) for i in range(num_layers))
+  window_size = int(round((reader.state[table.format(0)].shape[0] ** 0.5 + 1) / 2))
+  # OCAB's table has (ws + ows - 1)^2 rows: the overlapping window size, hence the ratio.
+  oca_rows = reader.state['layers.0.residual_group.overlap_attn.relative_position_bias_table']
+  ows = int(round(oca_rows.shape[0] ** 0.5)) - window_size + 1
+  overlap_ratio = (ows - window_size) / window_size
+  block = 'layers.0.residual_group.blocks.0.conv_block.cab'
+  compress_ratio = features // int(reader.state[f'{block}.0.weight'].shape[0])
+  squeeze_factor = features // int(reader.state[f'{block}.3.attention.1.weight'].shape[0])
+  hidden = reader.state['layers.0.residual_group.blocks.0.mlp.fc1.weight'].shape[0]
+  resi_connection = '1conv' if reader.has('conv_after_body.weight') else 'identity'
+  upsample_features = int(reader.state['conv_before_upsample.0.weight'].shape[0])
+  keys = [f'upsample.{i}' for i in range(0, 20, 2) if reader.has(f'upsample.{i}.weight')]
+  scale = _pixel_shuffle_scale(reader, keys, upsample_features)
+
+  def transformer_parts(key):
+    return {'norm1': reader.norm(f'{key}.norm1'), 'norm2': reader.norm(f'{key}.norm2'),
+            'mlp_fc1': reader.dense(f'{key}.mlp.fc1'), 'mlp_fc2': reader.dense(f'{key}.mlp.fc2')}
+
+  params: dict[str, Any] = {'conv_first': reader.conv('conv_first'),
+                            'patch_norm': reader.norm('patch_embed.norm'),
+                            'norm': reader.norm('norm'),
+                            'conv_before_upsample': reader.conv('conv_before_upsample.0'),
+                            'conv_last': reader.conv('conv_last')}
+  if resi_connection == '1conv':
+    params['conv_after_body'] = reader.conv('conv_after_body')
+  for i, (key, factor) in enumerate(zip(keys, upsample_steps(scale))):
+    params[f'upsample_{i}'] = reorder_for_pixel_shuffle(reader.conv(key), factor)
+  for i, depth in enumerate(depths):
+    group = f'layers.{i}.residual_group'
+    for j in range(depth):
+      key = f'{group}.blocks.{j}'
+      params[f'layers_{i}_block_{j}'] = {
+          **transformer_parts(key),
+          'attn': {'qkv': reader.dense(f'{key}.attn.qkv'),
+                   'proj': reader.dense(f'{key}.attn.proj'),
+                   'relative_position_bias_table':
+                       reader.tensor(f'{key}.attn.relative_position_bias_table')},
+          'conv_block': {'conv1': reader.conv(f'{key}.conv_block.cab.0'),
+                         'conv2': reader.conv(f'{key}.conv_block.cab.2'),
+                         'attention': {
+                             'down': reader.dense(f'{key}.conv_block.cab.3.attention.1'),
+                             'up': reader.dense(f'{key}.conv_block.cab.3.attention.3')}}}
+    params[f'layers_{i}_overlap_attn'] = {
+        **transformer_parts(f'{group}.overlap_attn'),
+        'qkv': reader.dense(f'{group}.overlap_attn.qkv'),
+        'proj': reader.dense(f'{group}.overlap_attn.proj'),
+        'relative_position_bias_table':
+            reader.tensor(f'{group}.overlap_attn.relative_position_bias_table')}
+    if resi_connection == '1conv':
+      params[f'layers_{i}_conv'] = reader.conv(f'layers.{i}.conv')
+  from flax_sr import swinir
+  for key, expected in (('relative_position_index_SA', swinir.relative_position_index(window_size)),
+                        ('relative_position_index_OCA',
+                         hat.overlap_position_index(window_size, overlap_ratio))):
+    if reader.has(key) and not np.array_equal(reader.tensor(key), expected):
+      raise WeightsError(f'{key} is not HAT\'s numbering for window {window_size}, overlap '
+                         f'{overlap_ratio}')
+  reader.finish(derived=r'(attn_mask|relative_position_index(_SA|_OCA)?)$')
+  return dict(scale=scale, features=features, depths=depths, num_heads=num_heads,
+              window_size=window_size, mlp_ratio=float(hidden / features),
+              compress_ratio=compress_ratio, squeeze_factor=squeeze_factor,
+              overlap_ratio=overlap_ratio, resi_connection=resi_connection,
+              upsample_features=upsample_features), params
+
+
+# ----------------------------------------------------------------------------------------------
 # Any supported architecture.
 
-ARCHITECTURES = ('rrdb', 'srvgg', 'rcan', 'swinir', 'span')
+ARCHITECTURES = ('rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 
 
 def detect_architecture(state: Mapping[str, np.ndarray]) -> str:
   """The flax_sr model name of an unwrapped state dict, from its keys."""
   keys = set(state)
   if any('relative_position_bias_table' in k for k in keys) and 'conv_first.weight' in keys:
-    if any('conv_block' in k or 'overlap_attn' in k for k in keys):
-      raise WeightsError('a HAT state dict: HAT is not supported yet (SwinIR is)')
-    return 'swinir'
+    return 'hat' if any('overlap_attn' in k for k in keys) else 'swinir'
   if 'block_1.c1_r.sk.weight' in keys:
     return 'span'
   if 'body.0.body.0.body.3.conv_du.0.weight' in keys:
@@ -496,7 +580,8 @@ def from_state_dict(state: Mapping[str, Any], scale: int | None = None
     kwargs, params = rrdbnet_from_state_dict(state, scale)
   else:
     converters = {'srvgg': srvgg_from_state_dict, 'rcan': rcan_from_state_dict,
-                  'swinir': swinir_from_state_dict, 'span': span_from_state_dict}
+                  'swinir': swinir_from_state_dict, 'hat': hat_from_state_dict,
+                  'span': span_from_state_dict}
     kwargs, params = converters[name](state)
     if scale is not None and scale != kwargs['scale']:
       raise WeightsError(f'the state dict is a x{kwargs["scale"]} {name} model, not x{scale}')

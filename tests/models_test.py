@@ -107,7 +107,8 @@ def test_zoo_presets_build_the_parameter_counts_their_summaries_state():
     m = re.search(r'\(([\d.]+) M parameters at x4\)', configs.summary(name))
     if m:
       stated[name] = m.group(1)
-  assert {'edsr_x4', 'rcan_x4', 'rrdb_x4', 'swinir_x4', 'swinir_light_x4'} <= set(stated)
+  assert {'edsr_x4', 'rcan_x4', 'rrdb_x4', 'swinir_x4', 'swinir_light_x4',
+          'hat_x4'} <= set(stated)
   for name, millions in stated.items():
     config, _ = main.parse_config(['--config', name, '--data_dir', 'unused', '--conv_impl', 'xla'])
     assert config.scale == 4

@@ -1,4 +1,4 @@
-"""The model zoo (RRDBNet, SRVGGNetCompact, RCAN, SwinIR, SPAN): equal to spandrel's PyTorch
+"""The model zoo (RRDBNet, SRVGGNetCompact, RCAN, SwinIR, HAT, SPAN): equal to spandrel's PyTorch
 architectures (the reference implementations) on converted random weights, parameter counts
 equal, published-style checkpoints usable through predict, and the pure train step."""
 
@@ -139,7 +139,7 @@ def test_train_step_runs_for_the_new_models(name):
   assert np.isfinite(float(metrics['loss'])) and int(state.step) == 1
 
 
-@pytest.mark.parametrize('arch', ['rrdb', 'srvgg', 'rcan', 'swinir', 'span'])
+@pytest.mark.parametrize('arch', ['rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span'])
 def test_predict_runs_a_published_style_checkpoint(arch, tmp_path, capsys):
   """A .pth as BasicSR publishes it (``params_ema`` wrapper), through ``predict --weights``:
   the PNG equals PyTorch's output for the same input to the 8-bit level."""
@@ -208,11 +208,18 @@ def random_span(**kwargs):
   return randomise(span_class(num_in_ch=3, num_out_ch=3, **kwargs))
 
 
+def random_hat(**kwargs):
+  hat_class = spandrel_class('HAT', 'HAT', 'HAT')
+  return randomise(hat_class(img_size=32, **kwargs))
+
+
 TINY = {
     'rcan': lambda: random_rcan(scale=4, n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4),
     'swinir': lambda: random_swinir(upscale=4, embed_dim=12, depths=[2], num_heads=[2],
                                     window_size=4, upsampler='pixelshuffledirect'),
     'span': lambda: random_span(feature_channels=8, upscale=4),
+    'hat': lambda: random_hat(upscale=4, embed_dim=12, depths=[1], num_heads=[2], window_size=4,
+                              compress_ratio=3, squeeze_factor=4, mlp_ratio=2.0),
 }
 
 # Tensors the originals register as parameters that are not trained: RCAN's mean shift
@@ -262,6 +269,20 @@ def test_swinir_equals_spandrel(upsampler, scale, window, connection):
                      window_size=window, upsampler=upsampler, resi_connection=connection))
 
 
+@pytest.mark.parametrize('scale, window, connection, compress', [
+    (2, 8, '1conv', 3),      # HAT's setting (window 16 in the paper), narrow
+    (3, 4, 'identity', 6),   # no closing convolutions; HAT-S-like compression
+])
+def test_hat_equals_spandrel(scale, window, connection, compress):
+  reference = random_hat(upscale=scale, embed_dim=24, depths=[2, 2], num_heads=[2, 3],
+                         window_size=window, compress_ratio=compress, squeeze_factor=6,
+                         mlp_ratio=2.0, resi_connection=connection)
+  check_against(reference, [(2 * window, 2 * window), (13, 19)], 'xla',
+                dict(scale=scale, features=24, depths=(2, 2), num_heads=(2, 3),
+                     window_size=window, compress_ratio=compress, squeeze_factor=6,
+                     overlap_ratio=0.5, resi_connection=connection))
+
+
 @pytest.mark.parametrize('scale, conv_impl', [(4, 'xla'), (2, 'tuned')])
 def test_span_equals_spandrel(scale, conv_impl):
   reference = random_span(feature_channels=16, upscale=scale)
@@ -271,7 +292,7 @@ def test_span_equals_spandrel(scale, conv_impl):
 
 def test_paper_settings_parameter_counts_equal_the_originals():
   """RCAN (10 groups x 20 RCABs, 64 features), SwinIR classical (180 wide, 6x6 layers) and
-  lightweight (60 wide, 4x6), SPAN (48 features), all x4."""
+  lightweight (60 wide, 4x6), SPAN (48 features), HAT (180 wide, 6x6, window 16), all x4."""
   rcan = random_rcan(scale=4)
   swinir_class = spandrel_class('SwinIR', 'SwinIR', 'SwinIR')
   classical = swinir_class(upscale=4, img_size=48, window_size=8, embed_dim=180,
@@ -292,6 +313,10 @@ def test_paper_settings_parameter_counts_equal_the_originals():
   assert ours('swinir', features=60, depths=(6,) * 4, num_heads=(6,) * 4,
               upsampler='pixelshuffledirect') == trained_count(light)
   assert ours('span') == trained_count(span)
+  hat = spandrel_class('HAT', 'HAT', 'HAT')(upscale=4, img_size=64, window_size=16,
+                                            embed_dim=180, depths=[6] * 6, num_heads=[6] * 6,
+                                            mlp_ratio=2)
+  assert ours('hat') == trained_count(hat) == 20_772_507
 
 
 def test_converter_names_the_first_key_that_does_not_fit():
@@ -307,11 +332,12 @@ def test_converter_names_the_first_key_that_does_not_fit():
   assert name == 'span'
 
 
-@pytest.mark.parametrize('name', ['rcan', 'swinir', 'span'])
+@pytest.mark.parametrize('name', ['rcan', 'swinir', 'hat', 'span'])
 def test_train_step_runs_for_the_zoo(name):
   from conftest import tiny_config
   config = tiny_config(model=name, features=8, num_groups=1, num_rcab=1, reduction=4,
-                       depths=(1,), num_heads=(2,), window_size=4, input_size=24)
+                       depths=(1,), num_heads=(2,), window_size=4, input_size=24,
+                       compress_ratio=2, squeeze_factor=4)
   state = train_lib.state_from_config(config, total_steps=2)
   hr = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), np.uint8)
   state, metrics = jax.jit(train_lib.train_step)(state, {'hr': hr})

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Benchmark: the zoo's architectures in flax_sr (JAX) beside the same PyTorch model
+(spandrel's), one process, alternating, on the same shapes.
+
+    python experiments/zoo_bench.py                      # the table on this machine
+    python experiments/zoo_bench.py --quick              # tiny sizes (a smoke run)
+    python experiments/zoo_bench.py --archs swinir span --output_json zoo.json
+
+Rows: the training step (L1 loss, Adam; images/s = batch / median step time over ``--steps``
+steps after warm-up; JAX compile time apart) on ``--batch`` random LR patches of
+``--patch`` pixels at x4, and inference (output megapixels/s on one ``--infer_size`` LR
+image). Both frameworks get the same weights (converted with flax_sr.torch_weights) and all
+cores (torch.set_num_threads(os.cpu_count())). The architectures run at CPU sizes (named in
+the table), not the papers' full sizes. Needs torch and spandrel (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'tests'))
+
+if __name__ == '__main__':
+  from flax_sr import host_allocator
+  host_allocator.reexec_with_fast_malloc()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from bench import device_name, time_steps  # noqa: E402
+from flax_sr import models, torch_weights  # noqa: E402
+from flax_sr import train as train_lib  # noqa: E402
+
+
+def reference_modules(quick: bool) -> dict:
+  """name -> (description, a function building the PyTorch model at x4)."""
+  import zoo_test  # the spandrel import with its torchvision stand-in, and the arch lookups
+  rrdb_class = zoo_test.spandrel_class('ESRGAN', 'RRDB', 'RRDBNet')
+  srvgg_class = zoo_test.spandrel_class('Compact', 'SRVGG', 'SRVGGNetCompact')
+  if quick:
+    return {
+        'rrdb': ('RRDBNet 16 features, 1 RRDB', lambda: rrdb_class(num_filters=16, num_blocks=1,
+                                                                   scale=4)),
+        'srvgg': ('SRVGG 16 features, 2 convs', lambda: srvgg_class(num_feat=16, num_conv=2,
+                                                                     upscale=4)),
+        'rcan': ('RCAN 16 features, 1x1', lambda: zoo_test.random_rcan(
+            scale=4, n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4)),
+        'swinir': ('SwinIR 12 wide, window 4', zoo_test.TINY['swinir']),
+        'span': ('SPAN 8 features', lambda: zoo_test.random_span(feature_channels=8, upscale=4)),
+    }
+  return {
+      'rrdb': ('RRDBNet 32 features, 4 RRDBs', lambda: rrdb_class(num_filters=32, num_blocks=4,
+                                                                  scale=4)),
+      'srvgg': ('SRVGG 64 features, 16 convs (realesr-animevideov3)',
+                lambda: srvgg_class(num_feat=64, num_conv=16, upscale=4)),
+      'rcan': ('RCAN 64 features, 2 groups x 4 RCABs', lambda: zoo_test.random_rcan(
+          scale=4, n_resgroups=2, n_resblocks=4, n_feats=64, reduction=16)),
+      'swinir': ('SwinIR lightweight (60 wide, 4x6 layers, window 8)',
+                 lambda: zoo_test.random_swinir(upscale=4, embed_dim=60, depths=[6] * 4,
+                                                num_heads=[6] * 4, window_size=8,
+                                                upsampler='pixelshuffledirect')),
+      'span': ('SPAN 48 features (the NTIRE 2024 model)',
+               lambda: zoo_test.random_span(feature_channels=48, upscale=4)),
+  }
+
+
+def bench_arch(name, description, build, args) -> dict:
+  import torch
+  import zoo_test
+  reference = zoo_test.randomise(build()) if name in ('rrdb', 'srvgg') else build()
+  arch, kwargs, params = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  model = models.create_model(arch, **kwargs, conv_impl=args.conv_impl)
+  rng = np.random.default_rng(0)
+  lr = rng.random((args.batch, args.patch, args.patch, 3), np.float32)
+  hr = rng.random((args.batch, args.patch * 4, args.patch * 4, 3), np.float32)
+  row = {'arch': name, 'setting': description, 'batch': args.batch, 'patch': args.patch,
+         'parameters': int(sum(np.size(p) for p in jax.tree.leaves(params)))}
+
+  # JAX: the pure step on (LR, HR) pairs, as flax_sr's train step does after degradation.
+  optimizer = optax.adam(1e-4)
+  state = train_lib.TrainState.create(apply_fn=model.apply, params=params, tx=optimizer,
+                                      model=model)
+
+  @jax.jit
+  def jax_step(state, lr, hr):
+    def loss_fn(p):
+      return jnp.mean(jnp.abs(model.apply({'params': p}, lr) - hr))
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+  holder = {'state': state}
+
+  def run_jax():
+    holder['state'], loss = jax_step(holder['state'], lr, hr)
+    loss.block_until_ready()
+
+  # PyTorch: the same step, train mode (SPAN trains its branches, as flax_sr does).
+  torch.set_num_threads(os.cpu_count())
+  reference.train()
+  torch_opt = torch.optim.Adam(reference.parameters(), lr=1e-4)
+  lr_t = torch.from_numpy(lr.transpose(0, 3, 1, 2).copy())
+  hr_t = torch.from_numpy(hr.transpose(0, 3, 1, 2).copy())
+
+  def run_torch():
+    torch_opt.zero_grad()
+    loss = torch.mean(torch.abs(reference(lr_t.clone()) - hr_t))
+    loss.backward()
+    torch_opt.step()
+
+  compile_s, jax_s = time_steps(run_jax, args.steps, args.warmup)
+  _, torch_s = time_steps(run_torch, args.steps, args.warmup)
+  row.update(jax_train_img_s=args.batch / jax_s, torch_train_img_s=args.batch / torch_s,
+             train_ratio=torch_s / jax_s, jax_compile_s=compile_s)
+
+  image = rng.random((1, args.infer_size, args.infer_size, 3), np.float32)
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x))
+  out_mp = (args.infer_size * 4) ** 2 / 1e6
+
+  def infer_jax():
+    apply(params, image).block_until_ready()
+
+  reference.eval()
+  image_t = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+
+  def infer_torch():
+    with torch.no_grad():
+      reference(image_t.clone())
+
+  _, jax_inf = time_steps(infer_jax, max(3, args.steps // 2), 1)
+  _, torch_inf = time_steps(infer_torch, max(3, args.steps // 2), 1)
+  row.update(jax_infer_mp_s=out_mp / jax_inf, torch_infer_mp_s=out_mp / torch_inf,
+             infer_ratio=torch_inf / jax_inf)
+  return row
+
+
+def format_table(rows, device) -> str:
+  lines = [f'Zoo: flax_sr (JAX) vs PyTorch (spandrel) on {device}, x4',
+           f'{"arch":<8} {"setting":<52} {"params":>9} {"train img/s":>12} {"torch":>8} '
+           f'{"ratio":>6} {"infer MP/s":>11} {"torch":>8} {"ratio":>6}']
+  for r in rows:
+    lines.append(f'{r["arch"]:<8} {r["setting"]:<52} {r["parameters"]:>9,} '
+                 f'{r["jax_train_img_s"]:>12.2f} {r["torch_train_img_s"]:>8.2f} '
+                 f'{r["train_ratio"]:>5.2f}x {r["jax_infer_mp_s"]:>11.3f} '
+                 f'{r["torch_infer_mp_s"]:>8.3f} {r["infer_ratio"]:>5.2f}x')
+  lines.append(f'train: batch {rows[0]["batch"]} of {rows[0]["patch"]}x{rows[0]["patch"]} LR '
+               f'patches; ratio = PyTorch step time / JAX step time (>1: JAX faster)')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='tiny models and sizes')
+  parser.add_argument('--archs', nargs='+', default=['rrdb', 'srvgg', 'rcan', 'swinir', 'span'])
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--patch', type=int, default=32, help='LR patch size (HR: 4x)')
+  parser.add_argument('--infer_size', type=int, default=128, help='LR size of the inference image')
+  parser.add_argument('--steps', type=int, default=6)
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--conv_impl', default='tuned', choices=['xla', 'matmul', 'tuned'])
+  parser.add_argument('--output_json')
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.batch, args.patch, args.infer_size, args.steps, args.warmup = 2, 16, 32, 2, 1
+  modules = reference_modules(args.quick)
+  rows = []
+  for name in args.archs:
+    description, build = modules[name]
+    print(f'{name}: {description}...', file=sys.stderr, flush=True)
+    rows.append(bench_arch(name, description, build, args))
+  device = device_name()
+  print(format_table(rows, device))
+  if args.output_json:
+    pathlib.Path(args.output_json).write_text(json.dumps(
+        {'device': device, 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'rows': rows},
+        indent=2) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
