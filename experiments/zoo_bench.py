@@ -56,6 +56,7 @@ def reference_modules(quick: bool) -> dict:
             scale=4, n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4)),
         'swinir': ('SwinIR 12 wide, window 4', zoo_test.TINY['swinir']),
         'span': ('SPAN 8 features', lambda: zoo_test.random_span(feature_channels=8, upscale=4)),
+        'hat': ('HAT 12 wide, window 4', zoo_test.TINY['hat']),
     }
   return {
       'rrdb': ('RRDBNet 32 features, 4 RRDBs', lambda: rrdb_class(num_filters=32, num_blocks=4,
@@ -70,6 +71,9 @@ def reference_modules(quick: bool) -> dict:
                                                 upsampler='pixelshuffledirect')),
       'span': ('SPAN 48 features (the NTIRE 2024 model)',
                lambda: zoo_test.random_span(feature_channels=48, upscale=4)),
+      'hat': ('HAT 60 wide, 2 groups x 4 blocks, window 8',
+              lambda: zoo_test.random_hat(upscale=4, embed_dim=60, depths=[4] * 2,
+                                          num_heads=[6] * 2, window_size=8, mlp_ratio=2.0)),
   }
 
 
@@ -160,7 +164,8 @@ def format_table(rows, device) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help='tiny models and sizes')
-  parser.add_argument('--archs', nargs='+', default=['rrdb', 'srvgg', 'rcan', 'swinir', 'span'])
+  parser.add_argument('--archs', nargs='+',
+                      default=['rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span'])
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--patch', type=int, default=32, help='LR patch size (HR: 4x)')
   parser.add_argument('--infer_size', type=int, default=128, help='LR size of the inference image')

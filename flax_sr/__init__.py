@@ -11,6 +11,8 @@ caller's ``jax.jit``, ``jax.vmap`` and ``jax.grad``):
     sr = flax_sr.upscale(variables, lr_images, model=model)
     lr = flax_sr.degrade(hr_uint8, 3)            # MATLAB-bicubic downscale
     flax_sr.psnr(sr, hr, shave=3, y_channel=True)
+    name, kwargs, params = flax_sr.from_state_dict(flax_sr.load_state_dict('net.pth'))
+    sr = flax_sr.create_model(name, **kwargs).apply({'params': params}, lr_images)
 """
 
 import importlib
@@ -23,7 +25,11 @@ _EXPORTS = {
     'config': ('Config', 'UserError'),
     'resize': ('bicubic_downscale', 'crop_to_multiple', 'imresize'),
     'metrics': ('psnr', 'rgb_to_y', 'ssim'),
-    'models': ('EDSR', 'ESPCN', 'ReferenceSR', 'create_model', 'default_upsample_factors'),
+    'models': ('EDSR', 'ESPCN', 'RCAN', 'ReferenceSR', 'RRDBNet', 'SPAN', 'SRVGGNetCompact',
+               'create_model', 'default_upsample_factors'),
+    'swinir': ('SwinIR',),
+    'hat': ('HAT',),
+    'torch_weights': ('from_state_dict', 'load_state_dict'),
     'train': ('TrainState', 'create_train_state', 'degrade', 'eval_step', 'make_optimizer',
               'model_from_config', 'train_step', 'upscale'),
 }
