@@ -5,6 +5,7 @@
     python experiments/zoo_bench.py                      # the table on this machine
     python experiments/zoo_bench.py --quick              # tiny sizes (a smoke run)
     python experiments/zoo_bench.py --archs swinir span --output_json zoo.json
+    python experiments/zoo_bench.py --attention_share   # where SwinIR's training time goes
 
 Rows: the training step (L1 loss, Adam; images/s = batch / median step time over ``--steps``
 steps after warm-up; JAX compile time apart) on ``--batch`` random LR patches of
@@ -147,6 +148,60 @@ def bench_arch(name, description, build, args) -> dict:
   return row
 
 
+def attention_share(args) -> list[dict]:
+  """Where SwinIR's training time goes: the lightweight model's step (batch ``--batch`` of
+  ``--patch`` LR patches) as it is and with every window attention replaced by the identity,
+  and one attention layer's forward + backward at that step's shapes, JAX vs PyTorch."""
+  import torch
+  from flax_sr import swinir
+
+  def model_step_seconds():
+    model = swinir.SwinIR(scale=4, features=60, depths=(6,) * 4, num_heads=(6,) * 4,
+                          upsampler='pixelshuffledirect', conv_impl=args.conv_impl)
+    rng = np.random.default_rng(0)
+    lr = rng.random((args.batch, args.patch, args.patch, 3), np.float32)
+    hr = rng.random((args.batch, args.patch * 4, args.patch * 4, 3), np.float32)
+    params = model.init(jax.random.key(0), lr[:1])['params']
+    grad = jax.jit(jax.grad(lambda p: jnp.mean(jnp.abs(model.apply({'params': p}, lr) - hr))))
+    return time_steps(lambda: jax.block_until_ready(grad(params)), args.steps, args.warmup)[1]
+
+  full = model_step_seconds()
+  original = swinir.shifted_window_attention
+  swinir.shifted_window_attention = lambda attention, x, window_size, shift: x
+  try:
+    without = model_step_seconds()
+  finally:
+    swinir.shifted_window_attention = original
+
+  windows = args.batch * (args.patch // 8) ** 2
+  heads, tokens, head_dim = 6, 64, 10
+  dim = heads * head_dim
+  rng = np.random.default_rng(0)
+  x = rng.random((windows, tokens, dim), np.float32)
+  w = rng.random((dim, 3 * dim), np.float32) * 0.1
+  b = rng.random((heads, tokens, tokens), np.float32)
+
+  def jax_attention(x, w, b):
+    qkv = (x @ w).reshape(windows, tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+    attn = jax.nn.softmax(qkv[0] * head_dim**-0.5 @ qkv[1].swapaxes(-1, -2) + b, axis=-1)
+    return (attn @ qkv[2]).transpose(0, 2, 1, 3).reshape(windows, tokens, dim)
+
+  jax_grad = jax.jit(jax.grad(lambda *a: jnp.sum(jax_attention(*a)), argnums=(0, 1, 2)))
+  jax_s = time_steps(lambda: jax.block_until_ready(jax_grad(x, w, b)), 20, 3)[1]
+  tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+
+  def torch_attention():
+    qkv = (tx @ tw).reshape(windows, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    attn = torch.softmax(qkv[0] * head_dim**-0.5 @ qkv[1].transpose(-1, -2) + tb, dim=-1)
+    (attn @ qkv[2]).transpose(1, 2).reshape(windows, tokens, dim).sum().backward()
+
+  torch.set_num_threads(os.cpu_count())
+  torch_s = time_steps(torch_attention, 20, 3)[1]
+  return [{'swinir_step_s': full, 'swinir_step_without_attention_s': without,
+           'attention_share': 1 - without / full, 'attention_layer_jax_ms': jax_s * 1e3,
+           'attention_layer_torch_ms': torch_s * 1e3, 'windows': windows}]
+
+
 def format_table(rows, device) -> str:
   lines = [f'Zoo: flax_sr (JAX) vs PyTorch (spandrel) on {device}, x4',
            f'{"arch":<8} {"setting":<52} {"params":>9} {"train img/s":>12} {"torch":>8} '
@@ -172,10 +227,24 @@ def main(argv=None) -> int:
   parser.add_argument('--steps', type=int, default=6)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--conv_impl', default='tuned', choices=['xla', 'matmul', 'tuned'])
+  parser.add_argument('--attention_share', action='store_true',
+                      help="instead of the table: where SwinIR's training time goes")
   parser.add_argument('--output_json')
   args = parser.parse_args(argv)
   if args.quick:
     args.batch, args.patch, args.infer_size, args.steps, args.warmup = 2, 16, 32, 2, 1
+  if args.attention_share:
+    split = attention_share(args)[0]
+    print(f'SwinIR lightweight train step (batch {args.batch}, {args.patch}x{args.patch} LR): '
+          f'{split["swinir_step_s"]:.3f} s; without window attention '
+          f'{split["swinir_step_without_attention_s"]:.3f} s (attention '
+          f'{100 * split["attention_share"]:.0f}% of the step)')
+    print(f'one attention layer, {split["windows"]} windows x 6 heads x 64 tokens x 10 dims, '
+          f'forward + backward: JAX {split["attention_layer_jax_ms"]:.1f} ms, PyTorch '
+          f'{split["attention_layer_torch_ms"]:.1f} ms')
+    if args.output_json:
+      pathlib.Path(args.output_json).write_text(json.dumps(split, indent=2) + '\n')
+    return 0
   modules = reference_modules(args.quick)
   rows = []
   for name in args.archs:

@@ -61,3 +61,17 @@ def test_conv_layer_benchmark_quick_mode(tmp_path):
     assert row['fastest'] in strategies
   bad = run_script(REPO / 'experiments' / 'bench_conv_layers.py', '--layers', '2,16,8')
   assert bad.returncode == 2 and 'batch,image,c_in,c_out' in bad.stderr
+
+
+def test_zoo_benchmark_quick_mode(tmp_path):
+  """One architecture of experiments/zoo_bench.py (JAX beside PyTorch), tiny sizes."""
+  import importlib.util
+  if not (importlib.util.find_spec('torch') and importlib.util.find_spec('spandrel')):
+    pytest.skip('the zoo benchmark compares with PyTorch (torch and spandrel)')
+  out = tmp_path / 'zoo.json'
+  result = run_script(REPO / 'experiments' / 'zoo_bench.py', '--quick', '--archs', 'srvgg',
+                      '--output_json', out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'srvgg' in result.stdout and 'ratio' in result.stdout
+  row, = json.loads(out.read_text())['rows']
+  assert row['train_ratio'] > 0 and row['infer_ratio'] > 0 and row['parameters'] == 12_096
