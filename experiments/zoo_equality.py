@@ -37,6 +37,8 @@ def cases():
          sizes, 'xla')
   yield ('rrdb x4 (tuned convs)', lambda: zoo_test.randomise(rrdb(num_filters=16, num_blocks=2,
                                                                  scale=4)), sizes, 'tuned')
+  yield ('rrdb x2 pixel-unshuffle (BasicSR x2)', lambda: zoo_test.randomise(rrdb(
+      in_nc=12, num_filters=16, num_blocks=1, scale=4, shuffle_factor=2)), sizes, 'xla')
   yield ('srvgg x4 16 feat, 4 convs', lambda: zoo_test.randomise(srvgg(num_feat=16, num_conv=4,
                                                                       upscale=4)), sizes, 'xla')
   yield ('rcan x2 32 feat, 2x2', lambda: zoo_test.random_rcan(

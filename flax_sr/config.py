@@ -20,7 +20,7 @@ RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
 # The model keyword arguments each config field sets, per model (besides ``features``).
 MODEL_FIELDS = {
     'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale'},
-    'rrdb': {'num_rrdb': 'num_rrdb'},
+    'rrdb': {'num_rrdb': 'num_rrdb', 'pixel_unshuffle': 'pixel_unshuffle'},
     'srvgg': {'num_conv': 'num_res_blocks'},
     'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
     'swinir': {name: name for name in ('depths', 'num_heads', 'window_size', 'mlp_ratio',
@@ -111,6 +111,9 @@ class Config:
       'edsr: number of residual blocks; srvgg: number of body convolutions')
   num_rrdb: int = option(23,
       'rrdb: number of residual-in-residual dense blocks (ESRGAN: 23)')
+  pixel_unshuffle: int = option(1,
+      'rrdb: pixel-unshuffle the input by this factor first (BasicSR\'s and Real-ESRGAN\'s x2 '
+      'RRDBNets: 2)')
   res_scale: float = option(1.0,
       'edsr: scale of each residual block\'s output (EDSR full: 0.1)')
   num_groups: int = option(10,
@@ -294,7 +297,7 @@ class Config:
                         f'{", ".join(valid)}')
     positive = ['batch_size', 'num_epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints',
                 'patches_per_image', 'num_blocks', 'num_res_blocks', 'num_rrdb', 'num_groups',
-                'num_rcab', 'reduction', 'window_size']
+                'num_rcab', 'reduction', 'window_size', 'pixel_unshuffle']
     for name in positive + ['num_train_steps', 'eval_every', 'eval_batch_size', 'eval_examples',
                             'num_devices', 'features']:
       value = getattr(self, name)

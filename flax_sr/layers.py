@@ -1,5 +1,6 @@
 """Parameter-free layers that the models and the fast convolutions share (below both, so
-neither imports the other for them): nearest-neighbour upsampling and pixel shuffle."""
+neither imports the other for them): nearest-neighbour upsampling, pixel shuffle and its
+inverse."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   x = x.reshape(n, h, w, factor, factor, out_c)
   x = x.transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(n, h * factor, w * factor, out_c)
+
+
+def pixel_unshuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Space-to-depth, the inverse of ``pixel_shuffle``: (N, H*r, W*r, C) -> (N, H, W, r*r*C),
+  channels ordered (row, column, channel)."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // factor, factor, w // factor, factor, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // factor, w // factor, factor * factor * c)

@@ -27,7 +27,7 @@ from flax_sr.blocks import (CONV_IMPLS, DIV2K_RGB_MEAN, ChannelAttention,  # noq
                             add_global_residual, conv_with_kernel, last_layer_init,
                             make_conv, upsample_steps)
 from flax_sr.config import MODEL_NAMES, default_upsample_factors  # noqa: F401 (re-exported)
-from flax_sr.layers import pixel_shuffle, upsample_nearest  # noqa: F401 (re-exported)
+from flax_sr.layers import pixel_shuffle, pixel_unshuffle, upsample_nearest  # noqa: F401
 
 
 class ReferenceSR(nn.Module):
@@ -202,11 +202,16 @@ class RRDBNet(nn.Module):
   (64 features, growth 32, 23 blocks: 16.7 M parameters at x4), nearest upsampling + conv +
   LeakyReLU per factor 2 (x3 in one step), two HR convolutions. Parameter names are BasicSR's
   (``conv_first``, ``body_N.rdbK.convJ``, ``conv_body``, ``conv_upN``, ``conv_hr``,
-  ``conv_last``); ``flax_sr.torch_weights`` converts PyTorch checkpoints."""
+  ``conv_last``); ``flax_sr.torch_weights`` converts PyTorch checkpoints.
+
+  ``pixel_unshuffle=f`` is BasicSR's x2 variant (Real-ESRGAN's x2plus): the input is
+  reflect-padded to a multiple of f, unshuffled to 1/f of its size (``f*f*3`` channels, order
+  (row, column, channel)), upscaled by ``scale * f`` and cropped."""
   scale: int = 4
   features: int = 64
   num_rrdb: int = 23
   growth: int = 32
+  pixel_unshuffle: int = 1
   global_residual: bool = False
   dtype: Any = jnp.float32
   conv_impl: str = 'xla'
@@ -215,16 +220,24 @@ class RRDBNet(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     del train
     conv = functools.partial(make_conv, self.conv_impl, dtype=self.dtype)
-    feat = conv(self.features, name='conv_first')(x.astype(self.dtype))
+    height, width = x.shape[1:3]
+    y = x.astype(self.dtype)
+    factor = self.pixel_unshuffle
+    if factor > 1:
+      y = jnp.pad(y, ((0, 0), (0, -height % factor), (0, -width % factor), (0, 0)),
+                  mode='reflect')
+      y = pixel_unshuffle(y, factor)
+    feat = conv(self.features, name='conv_first')(y)
     y = feat
     for i in range(self.num_rrdb):
       y = RRDB(self.features, self.growth, self.dtype, self.conv_impl, name=f'body_{i}')(y)
     y = feat + conv(self.features, name='conv_body')(y)
-    for i, factor in enumerate(upsample_steps(self.scale)):
-      y = nn.leaky_relu(conv(self.features, name=f'conv_up{i + 1}')(upsample_nearest(y, factor)),
+    for i, step in enumerate(upsample_steps(self.scale * factor)):
+      y = nn.leaky_relu(conv(self.features, name=f'conv_up{i + 1}')(upsample_nearest(y, step)),
                         0.2)
     y = nn.leaky_relu(conv(self.features, name='conv_hr')(y), 0.2)
     y = conv(3, name='conv_last')(y).astype(jnp.float32)
+    y = y[:, :height * self.scale, :width * self.scale]
     if self.global_residual:
       return add_global_residual(x, y, self.scale)
     return y

@@ -132,20 +132,31 @@ def rrdbnet_from_state_dict(state: Mapping[str, Any], scale: int | None = None
   """(RRDBNet keyword arguments, Flax params) from an RRDBNet state dict in any layout."""
   state = _rrdb_to_basicsr(unwrap(state))
   first = state['conv_first.weight']
-  if first.shape[1] != 3:
-    raise WeightsError(f'conv_first.weight has {first.shape[1]} input channels; only RGB models '
-                       f'without pixel-unshuffle (BasicSR x1/x2 variants) are supported')
+  # BasicSR's x2 (and x1) RRDBNets pixel-unshuffle the RGB input first: 12 (48) channels.
+  unshuffle = {3: 1, 12: 2, 48: 4}.get(int(first.shape[1]))
+  if unshuffle is None:
+    raise WeightsError(f'conv_first.weight has {first.shape[1]} input channels, not 3 (RGB) or '
+                       f'12 (RGB pixel-unshuffled by 2)')
   blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r'body\.(\d+)\.', k))})
   ups = sorted(k for k in state if re.match(r'conv_up\d\.weight$', k))
-  detected = 2 ** len(ups)
+  detected = 2 ** len(ups) // unshuffle
+  if detected < 2:
+    raise WeightsError('an x1 RRDBNet (restoration without upscaling) is not supported')
   if scale is None:
     scale = detected
-  elif not (scale == detected or (scale == 3 and len(ups) == 1)):
+  elif not (scale == detected or (scale == 3 and len(ups) == 1 and unshuffle == 1)):
     raise WeightsError(f'the state dict has {len(ups)} upsampling convolutions (x{detected}), '
                        f'not x{scale}')
   kwargs = dict(scale=scale, features=int(first.shape[0]), num_rrdb=len(blocks),
-                growth=int(state['body.0.rdb1.conv1.weight'].shape[0]))
-  params: dict[str, Any] = {'conv_first': _conv(state, 'conv_first'),
+                growth=int(state['body.0.rdb1.conv1.weight'].shape[0]),
+                pixel_unshuffle=unshuffle)
+  conv_first = _conv(state, 'conv_first')
+  if unshuffle > 1:
+    # PyTorch's pixel_unshuffle orders channels (channel, row, column); ours (row, column,
+    # channel).
+    order = np.arange(3 * unshuffle**2).reshape(3, unshuffle**2).T.reshape(-1)
+    conv_first['kernel'] = conv_first['kernel'][:, :, order, :]
+  params: dict[str, Any] = {'conv_first': conv_first,
                             'conv_body': _conv(state, 'conv_body'),
                             'conv_hr': _conv(state, 'conv_hr'),
                             'conv_last': _conv(state, 'conv_last')}

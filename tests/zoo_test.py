@@ -74,13 +74,23 @@ def test_rrdbnet_equals_spandrel(scale, conv_impl):
   reference = randomise(rrdb_module.RRDBNet(num_filters=16, num_blocks=2, scale=scale))
   state = {'params_ema': {k: v.numpy() for k, v in reference.state_dict().items()}}
   kwargs, params = torch_weights.rrdbnet_from_state_dict(state)
-  assert kwargs == dict(scale=scale, features=16, num_rrdb=2, growth=32)
+  assert kwargs == dict(scale=scale, features=16, num_rrdb=2, growth=32, pixel_unshuffle=1)
   model = models.RRDBNet(**kwargs, conv_impl=conv_impl)
   template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
   torch_weights.check_params(template, params)
   assert count(params) == sum(p.numel() for p in reference.parameters())
   assert_equal_outputs(reference, model, params, [(12, 12), (13, 19)])
   assert spandrel is not None
+
+
+def test_pixel_unshuffle_rrdbnet_x2_equals_spandrel():
+  """BasicSR's x2 RRDBNet (Real-ESRGAN's x2plus): the input pixel-unshuffled by 2 (12
+  channels into conv_first), upscaled x4; odd sizes are reflect-padded and cropped."""
+  rrdb_class = spandrel_class('ESRGAN', 'RRDB', 'RRDBNet')
+  reference = randomise(rrdb_class(in_nc=12, num_filters=16, num_blocks=1, scale=4,
+                                   shuffle_factor=2))
+  name, kwargs = check_against(reference, [(12, 12), (13, 19)], 'xla')
+  assert name == 'rrdb' and kwargs['scale'] == 2 and kwargs['pixel_unshuffle'] == 2
 
 
 def test_srvgg_equals_spandrel():
