@@ -400,3 +400,19 @@ def test_init_from_a_pth_fine_tunes_and_resumes(tmp_path):
 def dataclasses_replace(config, **changes):
   import dataclasses
   return dataclasses.replace(config, **changes)
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    # One transformer (its attention, LayerNorm and GELU; HAT is built of the same parts).
+    ('swinir', dict(features=12, depths=(2,), num_heads=(2,), window_size=4)),
+])
+def test_bfloat16_stays_near_float32(name, kwargs):
+  """Parameters stay float32; the computation in bfloat16 (attention softmax in float32)."""
+  image = np.random.default_rng(0).random((1, 13, 10, 3), np.float32)
+  full = models.create_model(name, scale=2, **kwargs)
+  params = jax.jit(full.init)(jax.random.key(0), image)['params']
+  half = models.create_model(name, scale=2, dtype=jnp.bfloat16, **kwargs)
+  expected = jax.jit(full.apply)({'params': params}, image)
+  got = jax.jit(half.apply)({'params': params}, image)
+  assert got.dtype == jnp.float32 and np.isfinite(got).all()
+  assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
