@@ -391,6 +391,20 @@ def span_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict
 # SwinIR.
 
 
+def _window_transformer_layout(reader: _StateReader) -> tuple[int, tuple, tuple, int]:
+  """(embedding width, depths, heads, window size) of a SwinIR/HAT state dict: the groups and
+  blocks counted from the keys, heads and window from each group's bias table, whose
+  (2w - 1)^2 rows give the window."""
+  features = int(reader.state['conv_first.weight'].shape[0])
+  num_layers = reader.count(r'layers\.(\d+)\.')
+  depths = tuple(reader.count(rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.')
+                 for i in range(num_layers))
+  table = 'layers.{}.residual_group.blocks.0.attn.relative_position_bias_table'
+  num_heads = tuple(int(reader.state[table.format(i)].shape[1]) for i in range(num_layers))
+  window_size = int(round((reader.state[table.format(0)].shape[0] ** 0.5 + 1) / 2))
+  return features, depths, num_heads, window_size
+
+
 def swinir_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """(SwinIR keyword arguments, Flax params) from a SwinIR state dict (the original repo's
   names: ``conv_first``, ``patch_embed.norm``, ``layers.I.residual_group.blocks.J``, ...)."""
@@ -402,13 +416,7 @@ def swinir_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], di
                        'relative_position_bias_table')
   if reader.has('conv_first.1.weight'):
     raise WeightsError('SwinIR with a pixel-unshuffle start (start_unshuffle) is not supported')
-  features = int(reader.state['conv_first.weight'].shape[0])
-  num_layers = reader.count(r'layers\.(\d+)\.')
-  depths = tuple(reader.count(rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.')
-                 for i in range(num_layers))
-  table = 'layers.{}.residual_group.blocks.0.attn.relative_position_bias_table'
-  num_heads = tuple(int(reader.state[table.format(i)].shape[1]) for i in range(num_layers))
-  window_size = int(round((reader.state[table.format(0)].shape[0] ** 0.5 + 1) / 2))
+  features, depths, num_heads, window_size = _window_transformer_layout(reader)
   hidden = reader.state['layers.0.residual_group.blocks.0.mlp.fc1.weight'].shape[0]
   resi_connection = '1conv' if reader.has('conv_after_body.weight') else '3conv'
   if reader.has('conv_before_upsample.0.weight'):
@@ -486,13 +494,7 @@ def hat_from_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
   if not reader.has('layers.0.residual_group.overlap_attn.relative_position_bias_table'):
     raise WeightsError('not a HAT state dict: no layers.0.residual_group.overlap_attn.'
                        'relative_position_bias_table')
-  features = int(reader.state['conv_first.weight'].shape[0])
-  num_layers = reader.count(r'layers\.(\d+)\.')
-  depths = tuple(reader.count(rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.')
-                 for i in range(num_layers))
-  table = 'layers.{}.residual_group.blocks.0.attn.relative_position_bias_table'
-  num_heads = tuple(int(reader.state[table.format(i)].shape[1]) for i in range(num_layers))
-  window_size = int(round((reader.state[table.format(0)].shape[0] ** 0.5 + 1) / 2))
+  features, depths, num_heads, window_size = _window_transformer_layout(reader)
   # OCAB's table has (ws + ows - 1)^2 rows: the overlapping window size, hence the ratio.
   oca_rows = reader.state['layers.0.residual_group.overlap_attn.relative_position_bias_table']
   ows = int(round(oca_rows.shape[0] ** 0.5)) - window_size + 1
