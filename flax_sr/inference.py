@@ -15,6 +15,7 @@ import numpy as np
 from flax import serialization
 
 from flax_sr import checkpointing
+from flax_sr import gan as gan_lib
 from flax_sr import parallel
 from flax_sr import train as train_lib
 from flax_sr.config import Config, UserError
@@ -54,7 +55,7 @@ def load_run(workdir: str | pathlib.Path, step: str | int = 'best') -> LoadedMod
       (s for s in steps if s != chosen), reverse=True)
   try:
     chosen, state, _ = checkpointer.restore_first_good(
-        [chosen] + fallbacks, train_lib.state_from_config(config, total_steps=1))
+        [chosen] + fallbacks, gan_lib.run_state_from_config(config, total_steps=1))
   finally:
     checkpointer.close()
   return LoadedModel(config, state.model, train_lib.inference_variables(state), chosen,

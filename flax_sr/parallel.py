@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from flax_sr import gan as gan_lib
 from flax_sr import train as train_lib
 from flax_sr.config import UserError
 
@@ -72,6 +73,14 @@ def compile_train_step(mesh: Mesh, **step_kwargs):
   """``train_step`` jit-compiled over the mesh: state replicated and donated, batch split."""
   step = functools.partial(train_lib.train_step, **step_kwargs)
   return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+
+
+def compile_gan_train_step(mesh: Mesh, **step_kwargs):
+  """``gan.gan_train_step`` compiled as ``compile_train_step``; the VGG weights (its third
+  argument) replicated."""
+  step = functools.partial(gan_lib.gan_train_step, **step_kwargs)
+  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh), replicated(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
 
 

@@ -107,6 +107,21 @@ def _variables(params, batch_stats):
   return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
 
 
+def update_ema(state: TrainState, new_state: TrainState, ema_decay: float) -> TrainState:
+  """``new_state`` with its weight EMA moved towards its new parameters (when kept).
+
+  Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the average
+  follows the weights closely instead of clinging to the initialisation for ~1/(1-decay)
+  steps, which matters for short runs.
+  """
+  if state.ema_params is None:
+    return new_state
+  step = state.step.astype(jnp.float32)
+  decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+  return new_state.replace(ema_params=optax.incremental_update(
+      new_state.params, state.ema_params, step_size=1.0 - decay))
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 'mse',
                axis_name: str | None = None, ema_decay: float = 0.999
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
@@ -127,15 +142,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 
     grads = jax.lax.pmean(grads, axis_name)
     batch_stats = jax.lax.pmean(batch_stats, axis_name)
     loss_value = jax.lax.pmean(loss_value, axis_name)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  if state.ema_params is not None:
-    # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the average
-    # follows the weights closely instead of clinging to the initialisation for ~1/(1-decay)
-    # steps, which matters for short runs.
-    step = state.step.astype(jnp.float32)
-    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-    new_state = new_state.replace(ema_params=optax.incremental_update(
-        new_state.params, state.ema_params, step_size=1.0 - decay))
+  new_state = update_ema(state, state.apply_gradients(grads=grads, batch_stats=batch_stats),
+                         ema_decay)
   # Global norms, logged as big_vision does: a spike in the gradient norm precedes divergence.
   return new_state, {'loss': loss_value, 'grad_norm': optax.tree.norm(grads),
                      'param_norm': optax.tree.norm(new_state.params)}

