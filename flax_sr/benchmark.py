@@ -124,11 +124,15 @@ class Scorer:
   """Protocol numbers of several same-size outputs against one HR image, compiled once per
   image shape (each row is scored exactly as ``metrics.sr_metrics`` scores a batch)."""
 
-  def __init__(self, scale: int):
+  def __init__(self, scale: int, lpips_weights=None):
     import jax
     import jax.numpy as jnp
-    from flax_sr import metrics, resize, train
+    from flax_sr import lpips, metrics, resize, train
     self.scale = scale
+    self.metrics = METRICS + ('lpips',) * (lpips_weights is not None)
+    self._lpips_weights = lpips_weights
+    self._lpips = jax.jit(lambda weights, rows, hr: lpips.lpips_distance(
+        weights, metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape)))
     self._score = jax.jit(lambda rows, hr, gray: metrics.sr_metrics(
         metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape), scale, gray))
     self._degrade = jax.jit(lambda hr: train.degrade(hr, scale))
@@ -145,19 +149,23 @@ class Scorer:
                ) -> dict[str, dict[str, float]]:
     names = list(rows)
     stacked = np.stack([rows[n] for n in names])
-    scores = self._score(stacked, hr, np.full(len(names), gray))
-    return {n: {m: float(scores[m][i]) for m in METRICS} for i, n in enumerate(names)}
+    scores = dict(self._score(stacked, hr, np.full(len(names), gray)))
+    if self._lpips_weights is not None:
+      scores['lpips'] = self._lpips(self._lpips_weights, stacked, hr)
+    return {n: {m: float(scores[m][i]) for m in self.metrics} for i, n in enumerate(names)}
 
 
 def run_benchmark(sets: Sequence[BenchmarkSet], scale: int, upscaler=None,
                   baselines: Sequence[str] = BASELINES, timing_runs: int = 1,
-                  progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  progress: bool = True, lpips_weights=None
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Scores every image of every set: ({set: {row: {metric: mean}}}, {set: ms per image}),
   and one record per image. ``upscaler`` (an ``inference.Upscaler``, or None for baselines
-  only) maps an LR uint8 image to a float SR image in [0, 1]."""
+  only) maps an LR uint8 image to a float SR image in [0, 1]. ``lpips_weights`` add LPIPS
+  (RGB, whole image) to every row's metrics."""
   from tqdm.auto import tqdm
   from flax_sr import pictures
-  scorer = Scorer(scale)
+  scorer = Scorer(scale, lpips_weights)
   per_image: list[dict[str, Any]] = []
   bar = tqdm(total=sum(len(s.images) for s in sets), unit='image', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
@@ -182,20 +190,22 @@ def run_benchmark(sets: Sequence[BenchmarkSet], scale: int, upscaler=None,
       per_image.append(record)
       bar.update(1)
   bar.close()
-  return summarize(per_image, ['model'] * (upscaler is not None) + list(baselines)), per_image
+  return summarize(per_image, ['model'] * (upscaler is not None) + list(baselines),
+                   scorer.metrics), per_image
 
 
-def summarize(per_image: Sequence[dict[str, Any]], rows: Sequence[str]) -> dict[str, Any]:
+def summarize(per_image: Sequence[dict[str, Any]], rows: Sequence[str],
+              metrics: Sequence[str] = METRICS) -> dict[str, Any]:
   """Per-set means of every row's metrics, and the mean milliseconds per image."""
   sets: dict[str, Any] = {}
   ms: dict[str, float | None] = {}
   for set_name in dict.fromkeys(r['set'] for r in per_image):
     records = [r for r in per_image if r['set'] == set_name]
     sets[set_name] = {row: {m: float(np.mean([r[f'{row}_{m}'] for r in records]))
-                            for m in METRICS} for row in rows}
+                            for m in metrics} for row in rows}
     times = [r['model_ms'] for r in records if r.get('model_ms') is not None]
     ms[set_name] = float(np.mean(times)) if times else None
-  return {'sets': sets, 'ms_per_image': ms}
+  return {'sets': sets, 'ms_per_image': ms, 'metrics': list(metrics)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +213,10 @@ def summarize(per_image: Sequence[dict[str, Any]], rows: Sequence[str]) -> dict[
 
 
 def _cell(values: dict[str, float] | None) -> str:
-  return '--' if values is None else f'{values["psnr_y"]:.2f}/{values["ssim_y"]:.4f}'
+  if values is None:
+    return '--'
+  lpips = f'/{values["lpips"]:.4f}' if 'lpips' in values else ''
+  return f'{values["psnr_y"]:.2f}/{values["ssim_y"]:.4f}{lpips}'
 
 
 def _count(n: int | None, unit: str) -> str:
@@ -217,7 +230,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
   ms per image (mean over all images)."""
   set_names = list(result['sets'])
   header = ['Method', 'Scale', 'Params', 'Multi-Adds (720p)',
-            *[f'{s} PSNR/SSIM' for s in set_names], 'ms/image']
+            *[f'{s} PSNR/SSIM' + ('/LPIPS' if 'lpips' in result.get('metrics', ()) else '')
+              for s in set_names], 'ms/image']
   rows = [header]
   for row in result['rows']:
     is_model = row == 'model'
@@ -235,6 +249,11 @@ def footnotes(result: dict[str, Any]) -> list[str]:
   notes = [f'PSNR (dB) / SSIM on Y (BT.601), {result["scale"]} pixels shaved from each border, '
            'HR cropped to a multiple of the scale, LR by MATLAB bicubic; outputs rounded to '
            '8 bits.']
+  if 'lpips' in result.get('metrics', ()):
+    notes.append(f'LPIPS v0.1 ({result["lpips_net"]}; lower is better) on RGB of the whole '
+                 f'image, inputs scaled to [-1, 1] as the PyTorch lpips package does.')
+  elif result.get('lpips_note'):
+    notes.append(result['lpips_note'])
   for set_name, info in result['images'].items():
     if info['skipped']:
       notes.append(f'{set_name}: {info["scored"]} images scored, {len(info["skipped"])} skipped '
@@ -268,7 +287,7 @@ def format_csv(result: dict[str, Any]) -> str:
   writer = csv.writer(out)
   set_names = list(result['sets'])
   writer.writerow(['method', 'scale', 'params', 'multi_adds_720p', 'ms_per_image',
-                   *[f'{s}_{m}' for s in set_names for m in METRICS]])
+                   *[f'{s}_{m}' for s in set_names for m in result['metrics']]])
   for row in result['rows']:
     is_model = row == 'model'
     ms = [v for v in result['ms_per_image'].values() if v is not None]
@@ -276,7 +295,8 @@ def format_csv(result: dict[str, Any]) -> str:
                      result['params'] if is_model else '',
                      result['multi_adds_720p'] if is_model else '',
                      f'{np.mean(ms):.3f}' if is_model and ms else '',
-                     *[f'{result["sets"][s][row][m]:.6f}' for s in set_names for m in METRICS]])
+                     *[f'{result["sets"][s][row][m]:.6f}' for s in set_names
+                       for m in result['metrics']]])
   return out.getvalue()
 
 
@@ -354,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                            'timing, each image runs once)')
   parser.add_argument('--num_devices', type=cli.positive_int, help='use the first N devices')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+  parser.add_argument('--lpips', choices=('alex', 'vgg', 'none'), default='alex',
+                      help='LPIPS network of the LPIPS numbers (default: alex; none leaves them '
+                           'out); needs the [perceptual] extra')
   return parser
 
 
@@ -441,9 +464,16 @@ def main(argv=None) -> int:
                          + ('; x8 for the self-ensemble' if args.self_ensemble else '') + '.'),
         device=(f'{mesh.size} x {device.device_kind}' + (f' ({os.cpu_count()} cores)'
                                                         if device.platform == 'cpu' else '')))
+  from flax_sr import lpips
+  lpips_weights = None if args.lpips == 'none' else lpips.installed_weights(args.lpips)
+  result.update(lpips_net=args.lpips if lpips_weights is not None else None,
+                lpips_note=lpips.MISSING_NOTE if args.lpips != 'none' and lpips_weights is None
+                else None)
+  if result['lpips_note']:
+    print(result['lpips_note'], file=sys.stderr)
   summary, per_image = run_benchmark(sets, scale, upscaler, args.baselines,
                                      args.timing_runs if upscaler is not None else 0,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, lpips_weights=lpips_weights)
   label = (f'{loaded.config.model} ({loaded.source})' if loaded is not None else None)
   result.update(
       model_label=(label + '+' if args.self_ensemble else label) if label else None,

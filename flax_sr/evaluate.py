@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 from flax_sr import cli
 from flax_sr.config import UserError
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
   parser.add_argument('--num_devices', type=cli.positive_int,
                       help='use the first N devices (default: all)')
   parser.add_argument('--output_json', help='write the table as JSON to this file')
+  parser.add_argument('--lpips', choices=('alex', 'vgg', 'none'), default='alex',
+                      help='LPIPS network of the LPIPS column (default: alex, as papers report '
+                           'it; none leaves the column out); needs the [perceptual] extra')
   parser.add_argument('--save_images', help='write the SR outputs as PNG into this folder')
   parser.add_argument('--self_ensemble', action='store_true',
                       help='x8 geometric self-ensemble (EDSR+): mean over flips/rotations; 8x '
@@ -51,8 +55,11 @@ def main(argv=None) -> int:
 
   loaded = cli.load_model_from_flags(args)
   # JAX and the data code only now, once the flags are known to be valid.
-  from flax_sr import evaluation, inference, input_pipeline, parallel
+  from flax_sr import evaluation, inference, input_pipeline, lpips, parallel
   config = loaded.config
+  lpips_weights = None if args.lpips == 'none' else lpips.installed_weights(args.lpips)
+  if args.lpips != 'none' and lpips_weights is None:
+    print(lpips.MISSING_NOTE, file=sys.stderr)
   if args.dataset:
     config.dataset, config.data_dir, config.eval_data_dir = args.dataset, args.data_dir, None
     if args.dataset == 'folder':
@@ -69,7 +76,8 @@ def main(argv=None) -> int:
   scale = loaded.model.scale
   eval_set = input_pipeline.make_eval_set(config)
   mesh = parallel.make_mesh(args.num_devices)
-  eval_fn = parallel.compile_eval_sums(mesh, loaded.model, baselines=('bicubic', 'nearest'),
+  eval_fn = parallel.compile_eval_sums(mesh, loaded.model, lpips_weights,
+                                       baselines=('bicubic', 'nearest'),
                                        self_ensemble=args.self_ensemble)
   variables = parallel.put_replicated(loaded.variables, mesh)
   table = evaluation.evaluate_images(eval_fn, variables, eval_set, mesh, args.batch_size)
@@ -82,6 +90,7 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     result = evaluation.results_json(table, scale, eval_set, loaded.source)
     result['self_ensemble'] = args.self_ensemble
+    result['lpips_net'] = args.lpips if lpips_weights is not None else None
     temporary = path.with_name(f'.{path.name}.partial')  # never a half-written file
     temporary.write_text(json.dumps(result, indent=2, allow_nan=False))
     temporary.replace(path)

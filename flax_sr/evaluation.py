@@ -45,14 +45,17 @@ def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
                  num_images: int, title: str = '', model_label: str = 'model') -> str:
   """The evaluation table: one row per method, PSNR/SSIM on Y and RGB, gain over bicubic.
   ``model_label`` names the model row (e.g. 'model+' for the self-ensemble)."""
-  lines = [f'{title}Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}):',
-           f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}']
+  has_lpips = 'lpips' in table.get('model', {})
+  lines = [f'{title}Evaluation on {dataset} ({num_images} images, x{scale}, shave {scale}'
+           f'{"; LPIPS on RGB, whole image" if has_lpips else ""}):',
+           f'{"method":<10} {"PSNR-Y":>8} {"SSIM-Y":>8} {"PSNR-RGB":>9} {"SSIM-RGB":>9}'
+           + (f' {"LPIPS":>7}' if has_lpips else '')]
   for row in ROWS:
     if row in table:
       v = table[row]
       label = model_label if row == 'model' else row
       lines.append(f'{label:<10} {v["psnr_y"]:8.3f} {v["ssim_y"]:8.4f} {v["psnr_rgb"]:9.3f} '
-                   f'{v["ssim_rgb"]:9.4f}')
+                   f'{v["ssim_rgb"]:9.4f}' + (f' {v["lpips"]:7.4f}' if has_lpips else ''))
   if 'bicubic' in table:
     gain_psnr = table['model']['psnr_y'] - table['bicubic']['psnr_y']
     gain_ssim = table['model']['ssim_y'] - table['bicubic']['ssim_y']
@@ -62,7 +65,8 @@ def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,
 
 
 def results_json(table, scale: int, eval_set: input_pipeline.EvalSet, source: str) -> dict:
-  keys = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
-  result: dict[str, Any] = {row: {k: table[row][k] for k in keys} for row in ROWS if row in table}
+  keys = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb', 'lpips')
+  result: dict[str, Any] = {row: {k: table[row][k] for k in keys if k in table[row]}
+                            for row in ROWS if row in table}
   result.update(scale=scale, num_images=len(eval_set), dataset=eval_set.name, checkpoint=source)
   return result

@@ -91,8 +91,9 @@ def _bce(logits: jnp.ndarray, label: float) -> jnp.ndarray:
 
 
 def _mean(x: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
-  """The mean over the global batch (the relativistic loss compares with it)."""
-  mean = jnp.mean(x, axis=0, keepdims=True)
+  """The mean over the global batch, and over pixels for a per-pixel discriminator (BasicSR's
+  ``torch.mean(pred)``): what the relativistic loss compares each logit with."""
+  mean = jnp.mean(x)
   return jax.lax.pmean(mean, axis_name) if axis_name is not None else mean
 
 

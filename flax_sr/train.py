@@ -22,6 +22,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from flax_sr import lpips as lpips_lib
 from flax_sr import resize as resize_lib
 from flax_sr import metrics as metrics_lib
 from flax_sr import models
@@ -194,7 +195,8 @@ def nearest_upscale(lr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
 
 def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.ndarray], *,
               axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',),
-              self_ensemble: bool = False) -> dict[str, jnp.ndarray]:
+              self_ensemble: bool = False, lpips_weights: dict[str, Any] | None = None
+              ) -> dict[str, jnp.ndarray]:
   """Evaluates ``model`` with ``variables`` on a batch of uint8 HR images: per-row sums of
   PSNR/SSIM (Y and RGB, shave = scale) and of the MSE.
 
@@ -203,6 +205,7 @@ def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.
   means are ``sums / count``. ``batch['gray']`` (optional, bool (B,)) marks grayscale HR
   images, whose Y is their grey level. Outputs are quantized to 8 bits, as saved images are.
   ``self_ensemble`` evaluates the model with the x8 geometric self-ensemble (see ``upscale``).
+  ``lpips_weights`` (``lpips.load_weights``) add each row's LPIPS, on RGB of the whole image.
   """
   model = _model_with_axis(model, axis_name)
   scale = model.scale
@@ -221,6 +224,9 @@ def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.
   for row, images in rows.items():
     for name, values in metrics_lib.sr_metrics(images, target, scale, batch.get('gray')).items():
       sums[f'{row}/{name}'] = jnp.sum(values * mask)
+    if lpips_weights is not None:
+      sums[f'{row}/lpips'] = jnp.sum(lpips_lib.lpips_distance(lpips_weights, images, target)
+                                     * mask)
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
   return sums
@@ -282,7 +288,8 @@ def with_weights(state: TrainState, variables: dict[str, Any]) -> TrainState:
   params = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), params, state.params)
   replaced = state.replace(params=params)
   if state.ema_params is not None:
-    replaced = replaced.replace(ema_params=params)
+    # Copies: the compiled step donates the state, and one buffer cannot be donated twice.
+    replaced = replaced.replace(ema_params=jax.tree.map(jnp.copy, params))
   if state.batch_stats and 'batch_stats' in variables:
     replaced = replaced.replace(batch_stats=variables['batch_stats'])
   return replaced

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flax_sr import benchmark, cli, complexity, input_pipeline, metrics, models, predict, resize
+from flax_sr import (benchmark, cli, complexity, input_pipeline, lpips, metrics, models, predict,
+                     resize)
 
 PROTOCOL = pathlib.Path(__file__).parent / 'data' / 'protocol'
 PUBLISHED_SET5_BICUBIC = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
@@ -146,6 +147,21 @@ def test_set5_bicubic_rows_as_published(shared_sr, tmp_path, capsys):
     assert code == 0, err
     row = json.loads((out_dir / 'benchmark.json').read_text())['sets']['Set5']['bicubic']
     assert abs(row['psnr_y'] - psnr) < 0.03 and abs(row['ssim_y'] - ssim) < 0.001, scale
+    if scale == 4 and lpips.available():
+      # The PyTorch lpips package's Set5 x4 bicubic mean (experiments/RESULTS.md, section 8).
+      assert abs(row['lpips'] - 0.3398) < 1e-4
+      assert 'LPIPS' in (out_dir / 'benchmark.md').read_text()
+
+
+def test_lpips_left_out_in_one_line_without_its_weights(small_set, tmp_path, capsys,
+                                                       monkeypatch):
+  monkeypatch.setattr(lpips, 'available', lambda net='alex': False)
+  code, out, err = run(benchmark, ['--scale', '2', '--baselines', 'bicubic', '--sets', small_set,
+                                   '--output_dir', tmp_path / 'out', '--no_progress'], capsys)
+  assert code == 0 and lpips.MISSING_NOTE in err
+  result = json.loads((tmp_path / 'out' / 'benchmark.json').read_text())
+  assert 'lpips' not in next(iter(result['sets'].values()))['bicubic']
+  assert 'LPIPS' not in out.split('* ')[0]  # no column, one note
 
 
 def bad_input_cases(tmp_path, small_set):

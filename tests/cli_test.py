@@ -81,8 +81,13 @@ def test_evaluate_prints_table_and_writes_json(trained_run, tmp_path):
     assert row in result.stdout
   data = json.loads(out.read_text())
   assert data['scale'] == 3 and data['num_images'] == 8 and data['dataset'] == 'sample/eval'
+  from flax_sr import lpips
+  # LPIPS beside PSNR/SSIM whenever its weights are installed (CI installs them).
+  expected = {'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb'} | (
+      {'lpips'} if lpips.available() else set())
   for row in ('model', 'bicubic', 'nearest'):
-    assert set(data[row]) == {'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb'}
+    assert set(data[row]) == expected
+  assert ('LPIPS' in result.stdout) == lpips.available()
   # A tiny 4-step model is far below bicubic; bicubic beats nearest on real photos.
   assert data['bicubic']['psnr_y'] > data['nearest']['psnr_y'] > data['model']['psnr_y']
   saved = sorted((tmp_path / 'sr').iterdir())

@@ -18,8 +18,13 @@ def run_script(*args, timeout=300):
                         timeout=timeout, cwd=REPO)
 
 
+# Run end to end: one experiment per data path (tfds STL-10, an image folder). The others are
+# the same runner (experiments/common.py) with another preset, checked below without training.
+RUN_IN_CI = ('reference_x3', 't91_x3')
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(EXPERIMENTS))
+@pytest.mark.parametrize('name', RUN_IN_CI)
 def test_experiment_quick_mode(name, tmp_path):
   require(EXPERIMENTS[name])
   result = run_script(REPO / 'experiments' / f'{name}.py', '--workdir', tmp_path, '--quick')
@@ -28,6 +33,25 @@ def test_experiment_quick_mode(name, tmp_path):
   data = json.loads((tmp_path / 'results.json').read_text())
   assert data['experiment'] == name and data['steps'] == 2
   assert set(data) >= {'model', 'bicubic', 'nearest', 'scale'}
+
+
+@pytest.mark.parametrize('name', sorted(EXPERIMENTS) + ['esrgan_x4'])
+def test_every_experiment_trains_a_valid_preset(name, monkeypatch):
+  """Each experiment file runs the preset of its name (or, esrgan_x4, its two stages), and
+  those presets validate as the experiment sets them up, full size and quick."""
+  monkeypatch.syspath_prepend(str(REPO / 'experiments'))
+  import common
+  source = (REPO / 'experiments' / f'{name}.py').read_text()
+  if name == 'esrgan_x4':
+    import esrgan_x4
+    presets = esrgan_x4.STAGES
+  else:
+    assert f"run('{name}'" in source
+    presets = (name,)
+  for preset in presets:
+    for quick in (False, True):
+      config = common.experiment_config(preset, data_dir='unused', quick=quick).validate()
+      assert config.preset == preset
 
 
 @pytest.mark.slow

@@ -251,8 +251,9 @@ def test_vgg_features_equal_torchvision_network_with_the_same_weights(tmp_path):
 
 def test_adversarial_losses_equal_basicsr_formulas():
   rng = np.random.default_rng(1)
-  real, fake = rng.normal(size=(6, 1)).astype(np.float32), rng.normal(size=(6, 1)).astype(
-      np.float32)
+  # Per-pixel logits (the U-Net's): the relativistic mean is over everything, as BasicSR's.
+  real, fake = rng.normal(size=(3, 4, 5, 1)).astype(np.float32), rng.normal(
+      size=(3, 4, 5, 1)).astype(np.float32)
   bce = F.binary_cross_entropy_with_logits
   r, f = torch.from_numpy(real), torch.from_numpy(fake)
   # BasicSR's ESRGANModel: the generator's two relativistic terms, the discriminator's halves.

@@ -67,3 +67,23 @@ def test_missing_weights_are_one_line_saying_how_to_get_them(monkeypatch):
     lpips.lpips(np.zeros((1, 32, 32, 3)), np.zeros((1, 32, 32, 3)), net='vgg')
   with pytest.raises(ValueError, match='net must be one of'):
     lpips.weights_file('squeeze')
+
+
+def test_perceptual_loss_equals_pytorch_known_answer():
+  """The VGG16 perceptual L1 loss (Real-ESRGAN's layer weights, features before the ReLU) of the
+  butterfly crop's bicubic x4 vs HR, as a torchvision-layout PyTorch VGG16 with the same
+  weights computes it (experiments/lpips_check.py)."""
+  needs_weights('vgg')
+  from flax_sr import gan, vgg
+  answers = json.loads((DATA / 'lpips_known_answers.json').read_text())
+  images = crop_images(answers['scale'])
+  layers = tuple((name, weight) for name, weight in answers['perceptual_layers'])
+  value = float(jax.jit(gan.perceptual_loss, static_argnums=3)(
+      vgg.load_weights(), images['bicubic'][None].astype(np.float32),
+      images['hr'][None].astype(np.float32), layers))
+  assert abs(value - answers['perceptual_bicubic_torch']) <= 1e-4 * answers[
+      'perceptual_bicubic_torch'], value
+  # RCAN's output is measurably closer than bicubic's.
+  assert abs(value - float(gan.perceptual_loss(
+      vgg.load_weights(), images['rcan'][None].astype(np.float32),
+      images['hr'][None].astype(np.float32), layers))) > 0.1 * value
