@@ -85,12 +85,16 @@ class Checkpointer:
         scored.append((metric, step))
     return max(scored)[1] if scored else self.latest_step()
 
-  def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None):
-    meta = dict(meta, metrics=metrics)
+  def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None,
+           ranked: bool = True):
+    """Saves ``step``; its evaluation ``metrics`` rank it for 'best' unless ``ranked`` is
+    False (a GAN run trades PSNR for perceptual quality, so its best is its latest); they are
+    kept in the meta as ``eval`` either way."""
+    meta = dict(meta, metrics=metrics if ranked else None, eval=metrics)
     self.manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_dict(state)),
                                       meta=ocp.args.JsonSave(meta)),
-        metrics={BEST_METRIC: metrics[BEST_METRIC]} if metrics else None, force=True)
+        metrics={BEST_METRIC: metrics[BEST_METRIC]} if metrics and ranked else None, force=True)
 
   def restore(self, step: int, target_state):
     """Restores ``step`` into the structure (and device placement) of ``target_state``."""

@@ -361,7 +361,8 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
         if evaluated:
           table = run_eval()
         if save_due:
-          checkpointer.save(step, state, meta(), metrics=table['model'] if evaluated else None)
+          checkpointer.save(step, state, meta(), metrics=table['model'] if evaluated else None,
+                            ranked=not config.discriminator)
         if out_of_time:
           stopped_by = f'the --train_minutes budget ({config.train_minutes} min)'
         elif signal_name is not None:

@@ -372,3 +372,16 @@ def test_gan_run_resumes_exactly_logs_every_term_and_loads_for_inference(vgg16, 
   loaded = inference.load_run(tmp_path / 'full', 'latest')
   np.testing.assert_array_equal(
       jax.tree.leaves(loaded.variables['params'])[0], jax.tree.leaves(states[0].ema_params)[0])
+
+
+def test_a_gan_runs_best_checkpoint_is_its_latest(initial_state, tmp_path):
+  """PSNR ranks PSNR runs; a GAN run gives PSNR up on purpose, so 'best' is its latest."""
+  from flax_sr import checkpointing
+  checkpointer = checkpointing.Checkpointer(tmp_path, keep=3)
+  for step, psnr in [(1, 30.0), (2, 20.0)]:
+    checkpointer.save(step, initial_state.replace(step=step), {'position': [0, step]},
+                      {'psnr_y': psnr}, ranked=False)
+  checkpointer.close()
+  reader = checkpointing.Checkpointer(tmp_path, read_only=True)
+  assert reader.best_step() == 2 and reader.meta(1)['eval'] == {'psnr_y': 30.0}
+  reader.close()
