@@ -27,13 +27,15 @@ from common import QUICK, SHARED_DATA, experiment_config
 STAGES = ('esrgan_cpu_psnr_x4', 'esrgan_cpu_gan_x4')
 
 
-def evaluate(workdirs: dict[str, pathlib.Path], eval_data_dir: str) -> dict[str, dict]:
-  """{method: {psnr_y, ssim_y, lpips}} on every image of ``eval_data_dir`` (means)."""
+def evaluate(runs: dict[str, tuple[pathlib.Path, str]], eval_data_dir: str
+             ) -> dict[str, dict]:
+  """{method: {psnr_y, ssim_y, lpips}} on every image of ``eval_data_dir`` (means), for runs
+  {method: (workdir, step)}."""
   import jax
   import numpy as np
   from flax_sr import inference, input_pipeline, lpips, metrics, resize, train
   weights = lpips.load_weights('alex')
-  models = {name: inference.load_run(workdir, 'best') for name, workdir in workdirs.items()}
+  models = {name: inference.load_run(workdir, step) for name, (workdir, step) in runs.items()}
   images = input_pipeline.list_images(eval_data_dir)
   scale = next(iter(models.values())).model.scale
   upscale = jax.jit(train.upscale, static_argnames='model')
@@ -89,8 +91,9 @@ def main(argv=None) -> int:
       print(f'== stage {stage}: {name} ({minutes:g} min budget)', flush=True)
       summaries[stage] = trainer.train_and_evaluate(config, str(workdir / f'stage{stage}'))
       configs[stage] = dataclasses.asdict(config)
-    table = evaluate({'psnr_model': workdir / 'stage1', 'gan_model': workdir / 'stage2'},
-                     args.eval_data_dir)
+    # The PSNR model's best checkpoint by PSNR; the GAN model's last, as ESRGAN reports it.
+    table = evaluate({'psnr_model': (workdir / 'stage1', 'best'),
+                      'gan_model': (workdir / 'stage2', 'latest')}, args.eval_data_dir)
     print(f'\nesrgan_x4 on {args.eval_data_dir} (whole images, x4; PSNR/SSIM on Y, shave 4; '
           f'LPIPS alex on RGB):')
     print(f'{"method":<12} {"PSNR-Y":>8} {"SSIM-Y":>8} {"LPIPS":>8}')
