@@ -53,13 +53,15 @@ class GANLosses:
   perceptual_layers: tuple[tuple[str, float], ...] = (('conv5_3', 1.0),)
   adversarial_weight: float = 5e-3
   gan_loss: str = 'ragan'
+  vgg_conv_impl: str = 'xla'  # 'tuned' on CPU: the VGG is most of a GAN step's work there
 
   @classmethod
   def from_config(cls, config) -> 'GANLosses':
     return cls(pixel_loss=config.loss, pixel_weight=config.pixel_weight,
                perceptual_weight=config.perceptual_weight,
                perceptual_layers=config.perceptual_layer_weights(),
-               adversarial_weight=config.adversarial_weight, gan_loss=config.gan_loss)
+               adversarial_weight=config.adversarial_weight, gan_loss=config.gan_loss,
+               vgg_conv_impl=config.resolved_conv_impl())
 
 
 def gan_state(state: train_lib.TrainState, discriminator: nn.Module,
@@ -78,11 +80,12 @@ def gan_state(state: train_lib.TrainState, discriminator: nn.Module,
 
 
 def perceptual_loss(vgg_weights: dict[str, Any], outputs: jnp.ndarray, targets: jnp.ndarray,
-                    layers: Sequence[tuple[str, float]]) -> jnp.ndarray:
+                    layers: Sequence[tuple[str, float]], conv_impl: str = 'xla'
+                    ) -> jnp.ndarray:
   """sum_l weight_l * mean |VGG_l(outputs) - VGG_l(targets)| (targets get no gradient)."""
   names = [name for name, _ in layers]
-  out = vgg_lib.features(vgg_weights, outputs, names)
-  ref = vgg_lib.features(vgg_weights, jax.lax.stop_gradient(targets), names)
+  out = vgg_lib.features(vgg_weights, outputs, names, conv_impl)
+  ref = vgg_lib.features(vgg_weights, jax.lax.stop_gradient(targets), names, conv_impl)
   return sum(weight * jnp.mean(jnp.abs(out[name] - ref[name])) for name, weight in layers)
 
 
@@ -149,7 +152,8 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
     outputs, updates = model.apply(train_lib._variables(params, state.batch_stats), lr,
                                    train=True, mutable=['batch_stats'])
     pixel = train_lib.pixel_loss(outputs, target, losses.pixel_loss)
-    perceptual = perceptual_loss(vgg_weights, outputs, target, losses.perceptual_layers)
+    perceptual = perceptual_loss(vgg_weights, outputs, target, losses.perceptual_layers,
+                                 losses.vgg_conv_impl)
     # The discriminator as it is (its statistics updates are the discriminator step's).
     real_logits, _ = apply_disc(disc_variables, target)
     fake_logits, _ = apply_disc(disc_variables, outputs)

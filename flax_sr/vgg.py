@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_sr import blocks
 from flax_sr import lpips as lpips_lib
 from flax_sr.config import UserError, VGG_BLOCKS as BLOCKS
 WIDTHS = (64, 128, 256, 512, 512)
@@ -50,10 +51,11 @@ def layer_names(arch: str) -> list[str]:
   return [f'conv{b + 1}_{i + 1}' for b, n in enumerate(BLOCKS[arch]) for i in range(n)]
 
 
-def features(weights: dict[str, Any], images: jnp.ndarray, layers: Sequence[str]
-             ) -> dict[str, jnp.ndarray]:
+def features(weights: dict[str, Any], images: jnp.ndarray, layers: Sequence[str],
+             conv_impl: str = 'xla') -> dict[str, jnp.ndarray]:
   """The feature maps named in ``layers`` of float RGB ``images`` in [0, 1] (NHWC), computed
-  only as deep as the deepest one needs."""
+  only as deep as the deepest one needs. ``conv_impl`` as the models' ('tuned': the CPU's
+  Winograd convolutions, the same function within float32 rounding)."""
   arch = architecture(weights)
   names = layer_names(arch)
   wanted = set(layers)
@@ -65,9 +67,8 @@ def features(weights: dict[str, Any], images: jnp.ndarray, layers: Sequence[str]
       x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
     for _ in range(count):
       conv = weights['convs'][index]
-      x = jax.lax.conv_general_dilated(
-          x, jnp.asarray(conv['kernel'], x.dtype), (1, 1), [(1, 1), (1, 1)],
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + jnp.asarray(conv['bias'], x.dtype)
+      x = blocks.conv_with_kernel(conv_impl, x, jnp.asarray(conv['kernel'], x.dtype)
+                                  ) + jnp.asarray(conv['bias'], x.dtype)
       name = names[index]
       if name in wanted:
         out[name] = x
