@@ -79,7 +79,10 @@ def test_table_files_and_numbers(small_set, tmp_path, capsys):
   rows = result['sets']['Tiny']
   assert rows['model']['psnr_y'] > rows['bicubic']['psnr_y'] + 1 > rows['nearest']['psnr_y'] + 1
   table = (out_dir / 'benchmark.md').read_text()
-  assert '| Method | Scale | Params | Multi-Adds (720p) | Tiny PSNR/SSIM | ms/image |' in table
+  # LPIPS beside PSNR/SSIM in every cell whenever its weights are installed (CI installs them).
+  cell = 'PSNR/SSIM/LPIPS' if lpips.available() else 'PSNR/SSIM'
+  assert f'| Method | Scale | Params | Multi-Adds (720p) | Tiny {cell} | ms/image |' in table
+  assert ('Tiny_lpips' in (out_dir / 'benchmark.csv').read_text()) == lpips.available()
   tex = (out_dir / 'benchmark.tex').read_text()
   assert r'\toprule' in tex and r'$\times$3' in tex and r'\bottomrule' in tex
   rows_csv = list(csv.DictReader((out_dir / 'benchmark.csv').open()))
