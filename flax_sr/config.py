@@ -31,6 +31,9 @@ MODEL_FIELDS = {
     'span': {},
 }
 DTYPES = ('float32', 'bfloat16')
+# How training LR inputs are made from HR crops: MATLAB-bicubic (the benchmark degradation) or
+# Real-ESRGAN's random blur/resize/noise/JPEG pipeline (flax_sr.degradations).
+DEGRADATIONS = ('bicubic', 'realesrgan')
 CONV_IMPLS = ('auto', 'xla', 'matmul', 'tuned')
 LOSSES = ('mse', 'l1', 'charbonnier')
 LR_SCHEDULES = ('constant', 'cosine')
@@ -111,6 +114,14 @@ class Config:
       '(downscaled copies, the SRCNN/VDSR augmentation of T91)')
   eval_examples: int | None = option(None,
       'evaluate on the first N images only (quick runs)')
+  degradation: str = option('bicubic',
+      'how LR training inputs are made: bicubic (MATLAB bicubic downscale, the benchmark '
+      "degradation) or realesrgan (Real-ESRGAN's second-order blur/resize/noise/JPEG, random "
+      'per image, on the device)')
+  degradation_options: str | None = option(None,
+      'realesrgan ranges and probabilities as NAME=VALUE,... (ranges LOW:HIGH, lists A/B/C), '
+      'e.g. jpeg_range=40:90,sinc_prob=0.2; names and defaults: '
+      'flax_sr/degradation_settings.py')
   # Model.
   model: str = option('reference',
       'network: reference (the original design), espcn, edsr, rrdb (ESRGAN\'s RRDBNet), '
@@ -330,6 +341,7 @@ class Config:
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:
       raise UserError(f'--dataset {self.dataset} has 96x96 images; --hr_size must be 96')
     choices = {'dtype': DTYPES, 'conv_impl': CONV_IMPLS, 'loss': LOSSES,
+               'degradation': DEGRADATIONS,
                'lr_schedule': LR_SCHEDULES, 'upsampler': SWINIR_UPSAMPLERS,
                'resi_connection': RESI_CONNECTIONS}
     for name, valid in choices.items():
@@ -349,6 +361,7 @@ class Config:
                       f'{",".join(map(str, self.image_scales))}')
     if self.model in ('swinir', 'hat'):
       self._validate_transformer()
+    self.degradation_settings()
     if self.discriminator is not None:
       self._validate_gan()
     if not (math.isfinite(self.res_scale) and self.res_scale > 0):
@@ -369,6 +382,16 @@ class Config:
       raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
                       f'(--num_train_steps {self.num_train_steps})')
     return self
+
+  def degradation_settings(self):
+    """The Real-ESRGAN settings (``--degradation_options`` applied and checked), or None for
+    bicubic."""
+    if self.degradation != 'realesrgan':
+      if self.degradation_options:
+        raise UserError('--degradation_options applies to --degradation realesrgan only')
+      return None
+    from flax_sr import degradation_settings  # it imports this module (UserError)
+    return degradation_settings.settings_from_options(self.degradation_options)
 
   def perceptual_layer_weights(self) -> tuple[tuple[str, float], ...]:
     """``--perceptual_layers`` as ((layer, weight), ...), checked against the network."""

@@ -127,7 +127,7 @@ def discriminator_loss(real_logits: jnp.ndarray, fake_logits: jnp.ndarray,
 
 def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
                    vgg_weights: dict[str, Any], *, losses: GANLosses = GANLosses(),
-                   axis_name: str | None = None, ema_decay: float = 0.999
+                   axis_name: str | None = None, ema_decay: float = 0.999, degradation=None
                    ) -> tuple[GANTrainState, dict[str, jnp.ndarray]]:
   """One generator update and one discriminator update on a batch of uint8 HR images.
 
@@ -140,7 +140,8 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
   model = train_lib._model_with_axis(state.model, axis_name)
   disc = train_lib._model_with_axis(state.discriminator, axis_name)
   hr = batch['hr']
-  lr = metrics_lib.to_float(train_lib.degrade(hr, model.scale))
+  lr = metrics_lib.to_float(train_lib.training_lr(hr, model.scale, state.step, degradation,
+                                                  axis_name))
   target = metrics_lib.to_float(hr)
   disc_variables = {'params': state.disc_params, 'batch_stats': state.disc_batch_stats}
 

@@ -85,6 +85,24 @@ def degrade(hr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
   return resize_lib.bicubic_downscale(hr_images, scale)
 
 
+def training_lr(hr_images: jnp.ndarray, scale: int, step, degradation=None,
+                axis_name: str | None = None) -> jnp.ndarray:
+  """A train step's uint8 LR input: the bicubic ``degrade``, or ``degradation`` (a
+  ``degradations.TrainingDegradation``: random per image, drawn from its seed and ``step``)."""
+  if degradation is None:
+    return degrade(hr_images, scale)
+  return degradation(hr_images, scale, step, axis_name)
+
+
+def degradation_from_config(config):
+  """The ``degradation`` argument of the train steps for ``config`` (None: bicubic)."""
+  settings = config.degradation_settings()
+  if settings is None:
+    return None
+  from flax_sr import degradations  # JAX-heavy; only runs that use it import it
+  return degradations.TrainingDegradation(settings, config.seed)
+
+
 def pixel_loss(outputs: jnp.ndarray, targets: jnp.ndarray, kind: str = 'mse') -> jnp.ndarray:
   """Mean pixel loss in float32: 'mse', 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6))."""
   diff = outputs.astype(jnp.float32) - targets.astype(jnp.float32)
@@ -124,13 +142,14 @@ def update_ema(state: TrainState, new_state: TrainState, ema_decay: float) -> Tr
 
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 'mse',
-               axis_name: str | None = None, ema_decay: float = 0.999
+               axis_name: str | None = None, ema_decay: float = 0.999, degradation=None
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One optimisation step on a batch of uint8 HR images; returns the new state and metrics
-  (the loss and the global norms of the gradient and of the updated parameters)."""
+  (the loss and the global norms of the gradient and of the updated parameters). The LR
+  input is made on the device: bicubic, or ``degradation`` (see ``training_lr``)."""
   model = _model_with_axis(state.model, axis_name)
   hr = batch['hr']
-  lr = metrics_lib.to_float(degrade(hr, model.scale))
+  lr = metrics_lib.to_float(training_lr(hr, model.scale, state.step, degradation, axis_name))
   target = metrics_lib.to_float(hr)
 
   def loss_fn(params):
@@ -211,7 +230,8 @@ def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.
   scale = model.scale
   hr = batch['hr']
   mask = batch.get('mask', jnp.ones(hr.shape[:1], bool)).astype(jnp.float32)
-  lr_uint8 = degrade(hr, scale)
+  # Precomputed LR (``batch['lr']``, e.g. realistically degraded evaluation inputs) or bicubic.
+  lr_uint8 = batch['lr'] if 'lr' in batch else degrade(hr, scale)
   target = metrics_lib.to_float(hr)
   outputs = upscale(variables, lr_uint8, model=model, self_ensemble=self_ensemble)
   rows = {'model': metrics_lib.quantize(outputs)}

@@ -149,6 +149,11 @@ def start_up_block(config: Config, train_source, eval_set, steps_per_epoch: int,
       + (f', at most {config.train_minutes:g} minutes' if config.train_minutes else ''),
       f'Model: {config.model}, {_format_count(sum(counts.values()))} parameters ({modules})',
   ]
+  if config.degradation != 'bicubic':
+    lines.append(f'Degradation: {config.degradation} on the device, random per image from seed '
+                 f'{config.seed} and the step'
+                 + (f'; options {config.degradation_options}' if config.degradation_options
+                    else ' (Real-ESRGAN defaults)'))
   if config.discriminator:
     layers = ', '.join(f'{name} {weight:g}' for name, weight in config.perceptual_layer_weights())
     lines.append(
@@ -265,16 +270,19 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
                                           total_steps=total_steps,
                                           warmup_steps=config.warmup_steps)
 
+  degradation = train_lib.degradation_from_config(config)
   if config.discriminator:
     gan_step = parallel.compile_gan_train_step(
-        mesh, losses=gan_lib.GANLosses.from_config(config), ema_decay=config.ema_decay or 0.999)
+        mesh, losses=gan_lib.GANLosses.from_config(config), ema_decay=config.ema_decay or 0.999,
+        degradation=degradation)
     vgg_on_devices = parallel.put_replicated(vgg_weights, mesh)
 
     def train_step(state, batch):
       return gan_step(state, batch, vgg_on_devices)
   else:
     train_step = parallel.compile_train_step(mesh, loss=config.loss,
-                                             ema_decay=config.ema_decay or 0.999)
+                                             ema_decay=config.ema_decay or 0.999,
+                                             degradation=degradation)
   eval_step = parallel.compile_eval_step(mesh)
   reporter = reporting.Reporter(workdir_path, enabled=is_main)
   pictures_dir = workdir_path / 'pictures'
