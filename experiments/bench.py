@@ -190,6 +190,51 @@ def bench_gan(preset: str, steps: int, warmup: int) -> dict:
           'gan_over_psnr': gan_s / psnr_s}
 
 
+def bench_degradation(batch: int, hr_size: int, scale: int, steps: int, warmup: int) -> dict:
+  """The Real-ESRGAN degradation alone and inside an EDSR-baseline train step (16 blocks, 64
+  features), beside the bicubic step, on the same uint8 HR batch, alternating twice."""
+  import jax
+  from flax_sr import degradations, models
+  mesh = parallel.make_mesh()
+  hr = np.random.default_rng(0).integers(0, 256, (batch, hr_size, hr_size, 3), np.uint8)
+  batch_on_devices = parallel.put_batch({'hr': hr}, mesh)
+  from flax_sr.config import Config
+  features = 8 if hr_size < 64 else 64
+  model = models.create_model('edsr', scale=scale, features=features,
+                              num_res_blocks=16, conv_impl=Config().resolved_conv_impl())
+  degradation = degradations.TrainingDegradation()
+  degrade = jax.jit(lambda x: degradation(x, scale, 0))
+  states = {}
+  steps_by_kind = {}
+  for kind, deg in (('bicubic', None), ('realesrgan', degradation)):
+    states[kind] = parallel.put_replicated(train_lib.create_train_state(
+        jax.random.key(0), model, optax.adam(1e-4), lr_shape=(1, hr_size // scale,
+                                                          hr_size // scale, 3)), mesh)
+    steps_by_kind[kind] = parallel.compile_train_step(mesh, loss='l1', degradation=deg)
+
+  def runner(kind):
+    def run():
+      states[kind], metrics = steps_by_kind[kind](states[kind], batch_on_devices)
+      metrics['loss'].block_until_ready()
+    return run
+
+  def run_degrade():
+    degrade(batch_on_devices['hr']).block_until_ready()
+
+  times = {'bicubic': [], 'realesrgan': [], 'alone': []}
+  for _ in range(2):
+    for key, run in (('bicubic', runner('bicubic')), ('realesrgan', runner('realesrgan')),
+                     ('alone', run_degrade)):
+      times[key].append(time_steps(run, steps, warmup)[1])
+  bicubic, realistic, alone = (statistics.mean(times[k]) for k in ('bicubic', 'realesrgan',
+                                                                      'alone'))
+  return {'batch': batch, 'hr_size': hr_size, 'scale': scale, 'model': f'edsr 16x{features}',
+          'degradation_ms': alone * 1e3, 'bicubic_step_ms': bicubic * 1e3,
+          'realesrgan_step_ms': realistic * 1e3,
+          'degradation_share_of_step': alone / realistic,
+          'step_cost_increase': realistic / bicubic - 1}
+
+
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
               warmup: int, fast_malloc: bool) -> float | None:
   """The PyTorch peer's images/s; ``fast_malloc`` gives it the malloc tunables our own entry
@@ -287,6 +332,10 @@ def main(argv=None) -> int:
   parser.add_argument('--gan', metavar='PRESET', nargs='?', const='esrgan_cpu_gan_x4',
                       help='also time the GAN step of this preset (default esrgan_cpu_gan_x4) '
                            'beside the PSNR step of its generator')
+  parser.add_argument('--degradation', action='store_true',
+                      help="also time Real-ESRGAN's degradation alone and inside an "
+                           'EDSR-baseline train step (batch 16 of 256x256 HR at x4; tiny with '
+                           '--quick)')
   args = parser.parse_args(argv)
   if args.quick:
     args.steps, args.warmup = 2, 1
@@ -381,6 +430,14 @@ def main(argv=None) -> int:
             f'discriminator + {r["perceptual_net"]}, batch {r["batch"]} of {r["hr_size"]}^2): '
             f'{r["gan_step_ms"]:.0f} ms vs PSNR step {r["psnr_step_ms"]:.0f} ms: '
             f'{r["gan_over_psnr"]:.2f}x')
+  if args.degradation:
+    extra_rows['degradation'] = [bench_degradation(*((2, 32, 4) if args.quick else (16, 256, 4)),
+                                                   args.steps, args.warmup)]
+    for r in extra_rows['degradation']:
+      print(f'Real-ESRGAN degradation, batch {r["batch"]} of {r["hr_size"]}^2 at x{r["scale"]}: '
+            f'{r["degradation_ms"]:.0f} ms alone; {r["model"]} step {r["bicubic_step_ms"]:.0f} '
+            f'ms bicubic vs {r["realesrgan_step_ms"]:.0f} ms realesrgan: the degradation is '
+            f'{100 * r["degradation_share_of_step"]:.0f}% of the step')
   print(f'peak memory: {peak_memory_mb():.0f} MiB')
   if args.output_json:
     path = pathlib.Path(args.output_json)

@@ -124,10 +124,10 @@ class Scorer:
   """Protocol numbers of several same-size outputs against one HR image, compiled once per
   image shape (each row is scored exactly as ``metrics.sr_metrics`` scores a batch)."""
 
-  def __init__(self, scale: int, lpips_weights=None):
+  def __init__(self, scale: int, lpips_weights=None, degradation=None, degradation_seed=0):
     import jax
     import jax.numpy as jnp
-    from flax_sr import lpips, metrics, resize, train
+    from flax_sr import degradations, lpips, metrics, resize, train
     self.scale = scale
     self.metrics = METRICS + ('lpips',) * (lpips_weights is not None)
     self._lpips_weights = lpips_weights
@@ -135,12 +135,18 @@ class Scorer:
         weights, metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape)))
     self._score = jax.jit(lambda rows, hr, gray: metrics.sr_metrics(
         metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape), scale, gray))
-    self._degrade = jax.jit(lambda hr: train.degrade(hr, scale))
+    self._seed = degradation_seed
+    if degradation is None:
+      self._degrade = jax.jit(lambda hr, seed, index: train.degrade(hr, scale))
+    else:  # image i of a set: realesrgan with fold_in(key(seed), i), as evaluate does
+      self._degrade = jax.jit(lambda hr, seed, index: degradations.evaluation_lr(
+          hr, scale, degradation, seed, index))
     self._bicubic = jax.jit(lambda lr: resize.imresize(lr, scale))
     self._nearest = jax.jit(lambda lr: train.nearest_upscale(lr[None], scale)[0])
 
-  def degrade(self, hr: np.ndarray) -> np.ndarray:
-    return np.asarray(self._degrade(hr))
+  def degrade(self, hr: np.ndarray, index: int = 0) -> np.ndarray:
+    """The LR input of image ``index`` of its set."""
+    return np.asarray(self._degrade(hr, self._seed, index))
 
   def baseline(self, name: str, lr: np.ndarray) -> np.ndarray:
     return np.asarray(self._bicubic(lr) if name == 'bicubic' else self._nearest(lr))
@@ -157,22 +163,25 @@ class Scorer:
 
 def run_benchmark(sets: Sequence[BenchmarkSet], scale: int, upscaler=None,
                   baselines: Sequence[str] = BASELINES, timing_runs: int = 1,
-                  progress: bool = True, lpips_weights=None
+                  progress: bool = True, lpips_weights=None, degradation=None,
+                  degradation_seed: int = 0
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Scores every image of every set: ({set: {row: {metric: mean}}}, {set: ms per image}),
   and one record per image. ``upscaler`` (an ``inference.Upscaler``, or None for baselines
   only) maps an LR uint8 image to a float SR image in [0, 1]. ``lpips_weights`` add LPIPS
-  (RGB, whole image) to every row's metrics."""
+  (RGB, whole image) to every row's metrics. ``degradation`` (Real-ESRGAN settings) replaces
+  the bicubic LR by ``degradations.evaluation_lr`` of each image with ``degradation_seed``."""
   from tqdm.auto import tqdm
   from flax_sr import pictures
-  scorer = Scorer(scale, lpips_weights)
+  scorer = Scorer(scale, lpips_weights, degradation, degradation_seed)
   per_image: list[dict[str, Any]] = []
   bar = tqdm(total=sum(len(s.images) for s in sets), unit='image', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
   for bench_set in sets:
     bar.set_description(bench_set.name)
-    for hr, name, gray in zip(bench_set.images, bench_set.names, bench_set.gray):
-      lr = scorer.degrade(hr)
+    for index, (hr, name, gray) in enumerate(zip(bench_set.images, bench_set.names,
+                                                 bench_set.gray)):
+      lr = scorer.degrade(hr, index)
       rows = {b: scorer.baseline(b, lr) for b in baselines}
       record: dict[str, Any] = {'set': bench_set.name, 'image': name, 'width': hr.shape[1],
                                 'height': hr.shape[0], 'gray': gray}
@@ -246,9 +255,16 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def footnotes(result: dict[str, Any]) -> list[str]:
+  degradation = result.get('degradation', 'bicubic')
+  if isinstance(degradation, dict):
+    lr_text = (f'LR by the Real-ESRGAN degradation (image i of a set with fold_in(key('
+               f'{degradation["seed"]}), i)'
+               + (f'; options {degradation["options"]}' if degradation['options'] else '')
+               + ')')
+  else:
+    lr_text = 'LR by MATLAB bicubic'
   notes = [f'PSNR (dB) / SSIM on Y (BT.601), {result["scale"]} pixels shaved from each border, '
-           'HR cropped to a multiple of the scale, LR by MATLAB bicubic; outputs rounded to '
-           '8 bits.']
+           f'HR cropped to a multiple of the scale, {lr_text}; outputs rounded to 8 bits.']
   if 'lpips' in result.get('metrics', ()):
     notes.append(f'LPIPS v0.1 ({result["lpips_net"]}; lower is better) on RGB of the whole '
                  f'image, inputs scaled to [-1, 1] as the PyTorch lpips package does.')
@@ -374,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                            'timing, each image runs once)')
   parser.add_argument('--num_devices', type=cli.positive_int, help='use the first N devices')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+  cli.add_degradation_flags(parser)
   parser.add_argument('--lpips', choices=('alex', 'vgg', 'none'), default='alex',
                       help='LPIPS network of the LPIPS numbers (default: alex; none leaves them '
                            'out); needs the [perceptual] extra')
@@ -422,6 +439,7 @@ def resolve_sets(args) -> list[tuple[str, pathlib.Path]]:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  degradation = cli.degradation_from_flags(args)
   has_model = args.workdir or args.checkpoint or args.pretrained or args.weights
   if not has_model and args.scale is None:
     raise UserError('name a model (--workdir, --checkpoint, --pretrained or --weights), or '
@@ -473,13 +491,17 @@ def main(argv=None) -> int:
     print(result['lpips_note'], file=sys.stderr)
   summary, per_image = run_benchmark(sets, scale, upscaler, args.baselines,
                                      args.timing_runs if upscaler is not None else 0,
-                                     progress=not args.no_progress, lpips_weights=lpips_weights)
+                                     progress=not args.no_progress, lpips_weights=lpips_weights,
+                                     degradation=degradation,
+                                     degradation_seed=args.degradation_seed)
   label = (f'{loaded.config.model} ({loaded.source})' if loaded is not None else None)
   result.update(
       model_label=(label + '+' if args.self_ensemble else label) if label else None,
       model=(loaded.config.model if loaded is not None else None),
       source=(loaded.source if loaded is not None else None),
       self_ensemble=args.self_ensemble,
+      degradation=({'kind': args.degradation, 'seed': args.degradation_seed,
+                    'options': args.degradation_options} if degradation else 'bicubic'),
       rows=['model'] * (loaded is not None) + list(args.baselines),
       images={s.name: {'folder': str(s.folder), 'scored': len(s.images), 'skipped': s.skipped}
               for s in sets},

@@ -149,6 +149,28 @@ def add_model_source_flags(parser: argparse.ArgumentParser, required: bool = Tru
                            "step number")
 
 
+def add_degradation_flags(parser: argparse.ArgumentParser) -> None:
+  """--degradation / --degradation_seed / --degradation_options of the evaluation tools:
+  evaluate on realistically degraded LR inputs (each image once, from a fixed key)."""
+  parser.add_argument('--degradation', choices=('bicubic', 'realesrgan'), default='bicubic',
+                      help='LR inputs: bicubic (MATLAB, the benchmark protocol; default) or '
+                           "realesrgan (Real-ESRGAN's random blur/resize/noise/JPEG, image i "
+                           'of a set degraded with fold_in(key(seed), i): reproducible)')
+  parser.add_argument('--degradation_seed', type=non_negative_int, default=0,
+                      help='with --degradation realesrgan: the seed of the degradations')
+  parser.add_argument('--degradation_options', metavar='NAME=VALUE,...',
+                      help='with --degradation realesrgan: its ranges and probabilities '
+                           '(see flax_sr/degradation_settings.py)')
+
+
+def degradation_from_flags(args: argparse.Namespace):
+  """The Real-ESRGAN settings ``add_degradation_flags``' flags ask for (None: bicubic)."""
+  if args.degradation != 'realesrgan' and args.degradation_seed:
+    raise UserError('--degradation_seed applies to --degradation realesrgan only')
+  return Config(dataset='sample', degradation=args.degradation,
+                degradation_options=args.degradation_options).degradation_settings()
+
+
 def load_model_from_flags(args: argparse.Namespace):
   """The ``inference.LoadedModel`` that ``add_model_source_flags``' flags name (None if none)."""
   from flax_sr import inference  # imports JAX: only once the flags are known to be valid

@@ -38,7 +38,7 @@ from flax_sr.config import UserError
 from flax_sr.degradation_settings import (KERNEL_TYPES, MAX_KERNEL_SIZE, RESIZE_MODES,
                                           RealESRGANSettings, settings_from_options)
 
-__all__ = ['RealESRGANSettings', 'TrainingDegradation', 'blur', 'degrade_each', 'circular_lowpass_kernel', 'bivariate_kernel',
+__all__ = ['RealESRGANSettings', 'TrainingDegradation', 'blur', 'degrade_each', 'circular_lowpass_kernel', 'bivariate_kernel', 'evaluation_lr',
            'gaussian_noise', 'jpeg', 'poisson_noise', 'quantization_tables', 'random_kernel',
            'realesrgan', 'resize', 'settings_from_options']
 
@@ -696,6 +696,14 @@ def degrade_each(key: jax.Array, hr_images: jnp.ndarray, scale: int,
   hr_images = jnp.asarray(hr_images)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(hr_images.shape[0]))
   return jax.vmap(lambda k, x: realesrgan(k, x[None], scale, config)[0])(keys, hr_images)
+
+
+def evaluation_lr(hr_image: jnp.ndarray, scale: int, settings: RealESRGANSettings, seed: int,
+                  index) -> jnp.ndarray:
+  """The realistic LR of image ``index`` of an evaluation set: ``realesrgan`` of the one
+  (H, W, 3) uint8 image with ``fold_in(key(seed), index)``, the same in every tool and run."""
+  key = jax.random.fold_in(jax.random.key(seed), index)
+  return realesrgan(key, jnp.asarray(hr_image)[None], scale, settings)[0]
 
 
 # Folded into the seed's key so that the degradation's random stream is not the one that

@@ -24,8 +24,9 @@ def save_outputs(upscaler, eval_set, scale: int, directory: str):
   from flax_sr import pictures
   from flax_sr import train as train_lib
   out_dir = pathlib.Path(directory)
-  for image, name in zip(eval_set.images, eval_set.names):
-    lr = np.asarray(train_lib.degrade(image, scale))
+  for i, (image, name) in enumerate(zip(eval_set.images, eval_set.names)):
+    lr = (eval_set.lr_images[i] if eval_set.lr_images is not None
+          else np.asarray(train_lib.degrade(image, scale)))
     pictures.save_png(upscaler(lr), out_dir / (pathlib.Path(name).with_suffix('.png')))
 
 
@@ -47,11 +48,13 @@ def main(argv=None) -> int:
   parser.add_argument('--lpips', choices=('alex', 'vgg', 'none'), default='alex',
                       help='LPIPS network of the LPIPS column (default: alex, as papers report '
                            'it; none leaves the column out); needs the [perceptual] extra')
+  cli.add_degradation_flags(parser)
   parser.add_argument('--save_images', help='write the SR outputs as PNG into this folder')
   parser.add_argument('--self_ensemble', action='store_true',
                       help='x8 geometric self-ensemble (EDSR+): mean over flips/rotations; 8x '
                            'slower, reported as "model+"')
   args = parser.parse_args(argv)
+  degradation = cli.degradation_from_flags(args)  # bad options: one line, before any loading
 
   loaded = cli.load_model_from_flags(args)
   # JAX and the data code only now, once the flags are known to be valid.
@@ -75,6 +78,8 @@ def main(argv=None) -> int:
                     f'folder --data_dir DIR (a folder of HR images, e.g. Set5)')
   scale = loaded.model.scale
   eval_set = input_pipeline.make_eval_set(config)
+  if degradation is not None:
+    eval_set = evaluation.degraded_eval_set(eval_set, scale, degradation, args.degradation_seed)
   mesh = parallel.make_mesh(args.num_devices)
   eval_fn = parallel.compile_eval_sums(mesh, loaded.model, lpips_weights,
                                        baselines=('bicubic', 'nearest'),
@@ -90,6 +95,8 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     result = evaluation.results_json(table, scale, eval_set, loaded.source)
     result['self_ensemble'] = args.self_ensemble
+    result['degradation'] = {'kind': args.degradation, 'seed': args.degradation_seed,
+                             'options': args.degradation_options} if degradation else 'bicubic'
     result['lpips_net'] = args.lpips if lpips_weights is not None else None
     temporary = path.with_name(f'.{path.name}.partial')  # never a half-written file
     temporary.write_text(json.dumps(result, indent=2, allow_nan=False))

@@ -25,20 +25,39 @@ def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalS
   multi-host run each process feeds its own part of every batch.
   """
   sums = None
+  lr_images = eval_set.lr_images
   if eval_set.same_size:
     batch_size = -(-batch_size // mesh.size) * mesh.size
-    batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size)
+    batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size, lr_images)
     global_batch = batch_size
   else:
-    batches = (dict(next(input_pipeline.eval_batches(image[None], 1, mesh.size)),
-                    gray=np.full(mesh.size, gray))
-               for image, gray in zip(eval_set.images, eval_set.gray))
+    batches = (dict(next(input_pipeline.eval_batches(
+                        image[None], 1, mesh.size, None if lr_images is None else
+                        lr_images[i][None])), gray=np.full(mesh.size, gray))
+               for i, (image, gray) in enumerate(zip(eval_set.images, eval_set.gray)))
     global_batch = mesh.size
   local = input_pipeline.local_batch_slice(global_batch, jax.process_index(), jax.process_count())
   for batch in batches:
     batch = {k: v[local] for k, v in batch.items()}
     sums = train_lib.sum_eval(sums, eval_fn(variables, parallel.put_batch(batch, mesh)))
   return train_lib.summarize_eval(sums)
+
+
+def degraded_eval_set(eval_set: input_pipeline.EvalSet, scale: int, settings, seed: int,
+                      progress: bool = True) -> input_pipeline.EvalSet:
+  """``eval_set`` with realistic LR inputs: image i degraded once by
+  ``degradations.evaluation_lr`` with ``seed`` (one compilation per image shape)."""
+  from tqdm.auto import tqdm
+  from flax_sr import degradations
+  degrade = jax.jit(degradations.evaluation_lr, static_argnums=(1, 2))
+  images = list(eval_set.images)
+  lr = [np.asarray(degrade(image, scale, settings, seed, i))
+        for i, image in enumerate(tqdm(images, desc='degrading', unit='image',
+                                       disable=not progress or len(images) < 2))]
+  lr_images = np.stack(lr) if eval_set.same_size else lr
+  return input_pipeline.EvalSet(eval_set.images, eval_set.names,
+                                f'{eval_set.name}, realesrgan-degraded (seed {seed})',
+                                eval_set.gray, lr_images)
 
 
 def format_table(table: dict[str, dict[str, float]], scale: int, dataset: str,

@@ -423,18 +423,24 @@ class TrainStream:
 # Evaluation batches.
 
 
-def eval_batches(images: np.ndarray, batch_size: int, pad_to_multiple: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(images: np.ndarray, batch_size: int, pad_to_multiple: int = 1,
+                 lr_images: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Every image exactly once, in order: the last partial batch is padded (repeating its last
-  image) and ``mask`` marks the real ones, so nothing is dropped and nothing counted twice."""
+  image) and ``mask`` marks the real ones, so nothing is dropped and nothing counted twice.
+  ``lr_images`` (optional) go along as ``lr``, padded alike."""
   batch_size = -(-batch_size // pad_to_multiple) * pad_to_multiple
+
+  def padded(chunk, real):
+    if real < batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+    return chunk
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
     real = len(chunk)
-    if real < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
-    mask = np.arange(batch_size) < real
-    yield {'hr': chunk, 'mask': mask}
+    batch = {'hr': padded(chunk, real), 'mask': np.arange(batch_size) < real}
+    if lr_images is not None:
+      batch['lr'] = padded(lr_images[start:start + batch_size], real)
+    yield batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,11 +465,14 @@ class EvalSet:
   size (each cropped to a multiple of the scale, as the SR literature evaluates)."""
 
   def __init__(self, images, names: Sequence[str], name: str,
-               gray: Sequence[bool] | None = None):
+               gray: Sequence[bool] | None = None, lr_images=None):
     self.images = images
     self.names = list(names)
     self.name = name
     self.gray = list(gray) if gray is not None else [False] * len(images)
+    # Precomputed LR inputs (same structure as ``images``), e.g. realistically degraded ones;
+    # None: the evaluation makes the bicubic LR itself.
+    self.lr_images = lr_images
 
   @property
   def same_size(self) -> bool:

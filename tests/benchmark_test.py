@@ -167,6 +167,37 @@ def test_lpips_left_out_in_one_line_without_its_weights(small_set, tmp_path, cap
   assert 'LPIPS' not in out.split('* ')[0]  # no column, one note
 
 
+def test_realistic_degradation_rows_are_reproducible(tmp_path, capsys):
+  """--degradation realesrgan: each image degraded once with fold_in(key(seed), index) (as
+  evaluate does), so two runs give the same table, and its numbers are those of that LR."""
+  from flax_sr import degradation_settings
+  folder = tmp_path / 'One'
+  folder.mkdir()
+  (folder / 'butterfly.png').write_bytes((PROTOCOL / 'butterfly_hr.png').read_bytes())
+  tables = []
+  for run_index in range(2):
+    out_dir = tmp_path / f'out{run_index}'
+    code, out, err = run(benchmark, ['--scale', '4', '--baselines', 'bicubic', '--sets', folder,
+                                     '--degradation', 'realesrgan', '--degradation_seed', '4',
+                                     '--lpips', 'none', '--output_dir', out_dir, '--no_progress'],
+                         capsys)
+    assert code == 0, err
+    assert 'LR by the Real-ESRGAN degradation' in out
+    tables.append(json.loads((out_dir / 'benchmark.json').read_text()))
+  assert tables[0]['degradation'] == {'kind': 'realesrgan', 'seed': 4, 'options': None}
+  assert tables[0]['sets'] == tables[1]['sets']
+  hr = resize.crop_to_multiple(input_pipeline.read_image(folder / 'butterfly.png'), 4)
+  scorer = benchmark.Scorer(4, None, degradation_settings.RealESRGANSettings(), 4)
+  lr = scorer.degrade(hr, 0)
+  assert np.mean(lr != scorer.degrade(hr, 1)) > 0.5  # image 1 of a set: other draws
+  def psnr_of_bicubic(lr_image):
+    return float(metrics.psnr(metrics.to_float(resize.imresize(lr_image, 4)),
+                              metrics.to_float(hr), shave=4, y_channel=True))
+  assert abs(tables[0]['sets']['One']['bicubic']['psnr_y'] - psnr_of_bicubic(lr)) < 1e-3
+  # Realistic LR is harder than bicubic LR.
+  assert psnr_of_bicubic(lr) < psnr_of_bicubic(resize.bicubic_downscale(hr, 4)) - 1
+
+
 def bad_input_cases(tmp_path, small_set):
   empty = tmp_path / 'empty'
   empty.mkdir()
@@ -190,6 +221,10 @@ def bad_input_cases(tmp_path, small_set):
       (['--pretrained', 'x3', '--sets', small_set, '--output_dir', a_file], 'is a file'),
       (['--workdir', tmp_path, '--step', 'abc', '--sets', small_set], "got 'abc'"),
       (['--pretrained', 'x3', '--benchmark_dir', small_set], 'no standard set'),
+      (['--scale', '2', '--sets', small_set, '--degradation_seed', '3'],
+       'applies to --degradation realesrgan only'),
+      (['--scale', '2', '--sets', small_set, '--degradation', 'realesrgan',
+        '--degradation_options', 'jpeg_range=20:200'], 'jpeg_range=20:200 is invalid'),
   ]
 
 

@@ -37,16 +37,25 @@ def test_experiment_quick_mode(name, tmp_path):
   assert set(data) >= {'model', 'bicubic', 'nearest', 'scale'}
 
 
-@pytest.mark.parametrize('name', sorted(EXPERIMENTS) + ['esrgan_x4'])
+@pytest.mark.parametrize('name', sorted(EXPERIMENTS) + ['esrgan_x4', 'realesrgan_x4'])
 def test_every_experiment_trains_a_valid_preset(name, monkeypatch):
-  """Each experiment file runs the preset of its name (or, esrgan_x4, its two stages), and
-  those presets validate as the experiment sets them up, full size and quick."""
+  """Each experiment file runs the preset of its name (esrgan_x4: its two stages;
+  realesrgan_x4: its preset, on bicubic and on realistic LR), and those presets validate as
+  the experiment sets them up, full size and quick."""
+  import dataclasses
   monkeypatch.syspath_prepend(str(REPO / 'experiments'))
   import common
   source = (REPO / 'experiments' / f'{name}.py').read_text()
   if name == 'esrgan_x4':
     import esrgan_x4
     presets = esrgan_x4.STAGES
+  elif name == 'realesrgan_x4':
+    import realesrgan_x4
+    for kind in realesrgan_x4.TRAINING:
+      for quick in (False, True):
+        config = common.experiment_config(realesrgan_x4.PRESET, data_dir='unused', quick=quick)
+        assert dataclasses.replace(config, degradation=kind).validate().degradation == kind
+    return
   else:
     assert f"run('{name}'" in source
     presets = (name,)
