@@ -15,6 +15,8 @@ caller's ``jax.jit``, ``jax.vmap`` and ``jax.grad``):
     sr = flax_sr.create_model(name, **kwargs).apply({'params': params}, lr_images)
     d = flax_sr.lpips(sr, hr)                    # per-image LPIPS (alex), float RGB in [0, 1]
     state, metrics = jax.jit(flax_sr.gan_train_step)(gan_state, {'hr': hr_uint8}, vgg_weights)
+    lr = flax_sr.degradations.realesrgan(key, hr_uint8, 4)    # Real-ESRGAN's random LR
+    jpeg = flax_sr.degradations.jpeg(images_uint8, 75)      # libjpeg's codec, bit for bit
 """
 
 import importlib
@@ -39,8 +41,9 @@ _EXPORTS = {
               'model_from_config', 'train_step', 'upscale'),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-# Modules that are public names themselves: flax_sr.lpips(images, references) is callable.
-_PUBLIC_MODULES = ('lpips',)
+# Modules that are public names themselves: flax_sr.lpips(images, references) is callable;
+# flax_sr.degradations.realesrgan(key, hr, scale), flax_sr.degradations.jpeg(images, quality).
+_PUBLIC_MODULES = ('lpips', 'degradations')
 __all__ = list(_MODULE_OF) + list(_PUBLIC_MODULES)
 
 
