@@ -11,6 +11,9 @@ import json
 import math
 from typing import Any
 
+from flax_sr import degradation_settings
+from flax_sr.errors import UserError  # noqa: F401 (re-exported: flax_sr.config.UserError)
+
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
 DATASETS = ('stl10', 'folder', 'sample')
@@ -50,10 +53,6 @@ DEFAULT_PERCEPTUAL_LAYERS = {
     'vgg16': 'conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1,conv5_3:1',
     'vgg19': 'conv1_2:0.1,conv2_2:0.1,conv3_4:1,conv4_4:1,conv5_4:1',
 }
-
-
-class UserError(Exception):
-  """A problem with the user's input (options, files, data): reported in one line, exit 2."""
 
 
 def option(default: Any, help: str) -> Any:  # noqa: A002 (argparse's word)
@@ -390,7 +389,6 @@ class Config:
       if self.degradation_options:
         raise UserError('--degradation_options applies to --degradation realesrgan only')
       return None
-    from flax_sr import degradation_settings  # it imports this module (UserError)
     return degradation_settings.settings_from_options(self.degradation_options)
 
   def perceptual_layer_weights(self) -> tuple[tuple[str, float], ...]:

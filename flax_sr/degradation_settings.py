@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from flax_sr.config import UserError
+from flax_sr.errors import UserError
 
 KERNEL_TYPES = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso',
                 'plateau_aniso')

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_sr.config import UserError
+from flax_sr.errors import UserError
 from flax_sr.degradation_settings import (KERNEL_TYPES, MAX_KERNEL_SIZE, RESIZE_MODES,
                                           RealESRGANSettings, settings_from_options)
 
