@@ -56,6 +56,21 @@ def experiment_config(name: str, data_dir: str | None = None, eval_data_dir: str
   return Config(**values, preset=preset_name)
 
 
+def add_folder_run_flags(parser: argparse.ArgumentParser) -> None:
+  """--workdir, --data_dir (T91 by default) and --eval_data_dir (Set5 by default) of the
+  experiments that train on a folder and evaluate whole images themselves."""
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--data_dir', help='training images (default: ../shared T91)')
+  set5 = SHARED_DATA / 'sr' / 'Set5'
+  parser.add_argument('--eval_data_dir', default=str(set5) if set5.exists() else None,
+                      help='evaluation HR images (default: %(default)s)')
+
+
+def check_eval_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  if not args.eval_data_dir:
+    parser.error('--eval_data_dir is needed (no ../shared Set5 beside this checkout)')
+
+
 def run(name: str, argv=None, eval_data_dir: str | None = None) -> dict:
   from flax_sr import host_allocator
   host_allocator.reexec_with_fast_malloc()  # run() is only called from __main__ blocks

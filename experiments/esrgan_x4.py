@@ -22,7 +22,7 @@ import json
 import pathlib
 import sys
 
-from common import QUICK, SHARED_DATA, experiment_config
+from common import add_folder_run_flags, check_eval_data_dir, experiment_config
 
 STAGES = ('esrgan_cpu_psnr_x4', 'esrgan_cpu_gan_x4')
 
@@ -63,17 +63,12 @@ def main(argv=None) -> int:
   host_allocator.reexec_with_fast_malloc()
   parser = argparse.ArgumentParser(prog='python experiments/esrgan_x4.py',
                                    description=__doc__.split('\n\n')[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--data_dir', help='training images (default: ../shared T91)')
-  set5 = SHARED_DATA / 'sr' / 'Set5'
-  parser.add_argument('--eval_data_dir', default=str(set5) if set5.exists() else None,
-                      help='evaluation HR images (default: %(default)s)')
+  add_folder_run_flags(parser)
   parser.add_argument('--stage1_minutes', type=float, default=20.0)
   parser.add_argument('--stage2_minutes', type=float, default=20.0)
   parser.add_argument('--quick', action='store_true', help='two steps per stage (CI)')
   args = parser.parse_args(argv)
-  if not args.eval_data_dir:
-    parser.error('--eval_data_dir is needed (no ../shared Set5 beside this checkout)')
+  check_eval_data_dir(parser, args)
 
   from flax_sr import cli, trainer
   workdir = pathlib.Path(args.workdir).absolute()
