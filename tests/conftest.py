@@ -13,10 +13,14 @@ import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # One persistent XLA compilation cache for this test session, shared with the subprocesses the
-# tests start (they inherit the environment): the many runs of the same tiny models then
-# compile each program once. A fresh directory per session, so no stale entries are reused.
-_COMPILE_CACHE = tempfile.mkdtemp(prefix='flax_sr_tests_xla_cache_')
-atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
+# tests start and with pytest-xdist's workers (both inherit the environment): the many runs of
+# the same tiny models then compile each program once. A fresh directory per session, so no
+# stale entries are reused; the process that made it (the xdist controller) removes it.
+_COMPILE_CACHE = os.environ.get('FLAX_SR_TEST_XLA_CACHE')
+if _COMPILE_CACHE is None or not os.path.isdir(_COMPILE_CACHE):
+  _COMPILE_CACHE = tempfile.mkdtemp(prefix='flax_sr_tests_xla_cache_')
+  os.environ['FLAX_SR_TEST_XLA_CACHE'] = _COMPILE_CACHE
+  atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _COMPILE_CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
 
