@@ -249,7 +249,19 @@ class Config:
   num_devices: int | None = option(None,
       'use the first N local devices (default: all)')
   distributed: bool = option(False,
-      'multi-host: call jax.distributed.initialize() first')
+      'multi-host: call jax.distributed.initialize() with what the cluster provides (SLURM, '
+      'TPU pods, or the JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID variables)')
+  coordinator_address: str | None = option(None,
+      'multi-host: HOST:PORT where process 0 runs the coordinator (with --num_processes and '
+      '--process_id; every process gets the same address)')
+  num_processes: int | None = option(None,
+      'multi-host: how many processes take part')
+  process_id: int | None = option(None,
+      "multi-host: this process's index, 0 .. --num_processes - 1 (process 0 writes the logs, "
+      'pictures and config)')
+  distributed_timeout: int = option(300,
+      'multi-host: seconds to wait for every process at start-up, and for a silent process '
+      'before the others stop with an error')
   num_grid_images: int = option(6,
       'images in each comparison picture')
   allow_recipe_change: bool = option(False,
@@ -355,6 +367,7 @@ class Config:
       value = getattr(self, name)
       if (value is not None or name in positive) and value < 1:
         raise UserError(f'--{name} must be a positive integer, got {value}')
+    self._validate_distributed()
     if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
       raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '
                       f'{",".join(map(str, self.image_scales))}')
@@ -381,6 +394,28 @@ class Config:
       raise UserError(f'--warmup_steps {self.warmup_steps} is not shorter than the whole run '
                       f'(--num_train_steps {self.num_train_steps})')
     return self
+
+  def _validate_distributed(self) -> None:
+    given = [name for name in ('coordinator_address', 'num_processes', 'process_id')
+             if getattr(self, name) is not None]
+    if given and len(given) < 3:
+      raise UserError('--coordinator_address, --num_processes and --process_id go together '
+                      f'(got only {", ".join("--" + name for name in given)})')
+    if not given:
+      pass
+    elif self.num_processes < 1:
+      raise UserError(f'--num_processes must be a positive integer, got {self.num_processes}')
+    elif not 0 <= self.process_id < self.num_processes:
+      raise UserError(f'--process_id must be in 0..{self.num_processes - 1} (--num_processes '
+                      f'{self.num_processes}), got {self.process_id}')
+    else:
+      host, _, port = self.coordinator_address.rpartition(':')
+      if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f'--coordinator_address must be HOST:PORT (e.g. node0:12345), got '
+                        f'{self.coordinator_address!r}')
+    if self.distributed_timeout < 1:
+      raise UserError(f'--distributed_timeout must be a positive number of seconds, got '
+                      f'{self.distributed_timeout}')
 
   def degradation_settings(self):
     """The Real-ESRGAN settings (``--degradation_options`` applied and checked), or None for

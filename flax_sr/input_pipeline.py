@@ -8,7 +8,8 @@ the order exactly reproducible and resumable:
 * the order of epoch ``e`` is ``default_rng([seed, e]).permutation``: same seed, same batches;
   a new order each epoch;
 * the stream's position is ``(epoch, batch)``; ``TrainStream(..., position=p)`` continues there;
-* in a multi-host run each process takes its own slice of every global batch.
+* in a multi-host run each process crops and augments only its own slice of every global
+  batch, with the random draws of the whole batch: N processes deliver what one would.
 """
 
 from __future__ import annotations
@@ -60,9 +61,13 @@ class ArraySource:
   def examples_per_epoch(self) -> int:
     return len(self.images)
 
-  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
-    batch = self.images[order]
-    return augment_batch(batch, rng) if augment else batch
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool,
+             keep: slice = slice(None)) -> np.ndarray:
+    """Examples ``order[keep]``, augmented with the draws the whole ``order`` makes (so each
+    process of a multi-host run gathers only its slice and still gets the same images)."""
+    draws = augmentation_draws(rng, len(order)) if augment else None
+    batch = self.images[order[keep]]
+    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
 
 
 class FolderSource:
@@ -87,6 +92,8 @@ class FolderSource:
       self._image_of_example = np.repeat(np.arange(count), crops)
     else:
       self._image_of_example = np.arange(count * patches_per_image) % count
+    self._heights = np.array([image.shape[0] for image in self.image_list])
+    self._widths = np.array([image.shape[1] for image in self.image_list])
 
   def __len__(self) -> int:
     return len(self.image_list)
@@ -95,15 +102,21 @@ class FolderSource:
   def examples_per_epoch(self) -> int:
     return len(self._image_of_example)
 
-  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool,
+             keep: slice = slice(None)) -> np.ndarray:
+    """Random crops for examples ``order[keep]``. Every crop position and augmentation is
+    drawn for the whole ``order`` first (cheap), and only the kept crops are cut: a process of
+    a multi-host run does the per-image work of its own slice alone."""
     size = self.crop_size
-    batch = np.empty((len(order), size, size, 3), np.uint8)
-    for i, index in enumerate(self._image_of_example[order]):
-      image = self.image_list[index]
-      top = rng.integers(0, image.shape[0] - size + 1)
-      left = rng.integers(0, image.shape[1] - size + 1)
-      batch[i] = image[top:top + size, left:left + size]
-    return augment_batch(batch, rng) if augment else batch
+    images = self._image_of_example[order]
+    tops = rng.integers(0, self._heights[images] - size + 1)
+    lefts = rng.integers(0, self._widths[images] - size + 1)
+    draws = augmentation_draws(rng, len(order)) if augment else None
+    images, tops, lefts = images[keep], tops[keep], lefts[keep]
+    batch = np.empty((len(images), size, size, 3), np.uint8)
+    for i, (index, top, left) in enumerate(zip(images, tops, lefts)):
+      batch[i] = self.image_list[index][top:top + size, left:left + size]
+    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
 
 
 def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
@@ -130,11 +143,15 @@ def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
   return out_images, out_names
 
 
-def augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Random horizontal flip and 0/90/180/270-degree rotation of each (square) image."""
+def augmentation_draws(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """For each of ``count`` images: flip it horizontally (0/1), and how many quarter turns."""
+  return rng.integers(0, 2, count), rng.integers(0, 4, count)
+
+
+def augment_batch(batch: np.ndarray, flips: np.ndarray, turns: np.ndarray) -> np.ndarray:
+  """Horizontal flips and 0/90/180/270-degree rotations of (square) images, as drawn by
+  ``augmentation_draws``."""
   out = np.empty_like(batch)
-  flips = rng.integers(0, 2, len(batch))
-  turns = rng.integers(0, 4, len(batch))
   for i, image in enumerate(batch):
     image = image[:, ::-1] if flips[i] else image
     out[i] = np.rot90(image, turns[i]) if image.shape[0] == image.shape[1] else image
@@ -378,8 +395,7 @@ class TrainStream:
     # Crops and augmentation are drawn from a generator keyed on the position, so a resumed
     # stream repeats them exactly.
     rng = np.random.default_rng([self.seed, epoch, index, 1])
-    images = self.source.gather(global_ids, rng, self.augment)
-    return {'hr': images[self.local_slice]}
+    return {'hr': self.source.gather(global_ids, rng, self.augment, keep=self.local_slice)}
 
   def _produce(self):
     epoch, index = self.position

@@ -11,7 +11,6 @@ steps still accept ``axis_name`` for users who ``pmap`` them (see ``pmap_train_s
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import numpy as np
@@ -22,13 +21,6 @@ from flax_sr import train as train_lib
 from flax_sr.config import UserError
 
 DATA_AXIS = 'data'
-
-
-def initialize_distributed(requested: bool) -> None:
-  """Multi-host setup: ``jax.distributed.initialize()`` when asked for by flag or environment
-  (``FLAX_SR_DISTRIBUTED=1``; on TPU pods and SLURM clusters JAX finds the coordinator)."""
-  if requested or os.environ.get('FLAX_SR_DISTRIBUTED') == '1':
-    jax.distributed.initialize()
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from flax_sr import checkpointing
+from flax_sr import distributed
 from flax_sr import evaluation
 from flax_sr import gan as gan_lib
 from flax_sr import inference
@@ -184,7 +185,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   if config.init_from and os.path.exists(os.path.expanduser(config.init_from)):
     config = dataclasses.replace(config, init_from=os.path.abspath(
         os.path.expanduser(config.init_from)))
-  parallel.initialize_distributed(config.distributed)
+  distributed.initialize(config)
   is_main = jax.process_index() == 0
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
   if workdir_path.exists() and not workdir_path.is_dir():
@@ -377,6 +378,10 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
           stopped_by = signal_name
         if stopped_by:
           break
+  except jax.errors.JaxRuntimeError as error:
+    if distributed.is_lost_process_error(error):
+      distributed.exit_for_lost_process(error, checkpointing.latest_complete_step(workdir_path))
+    raise
   finally:
     bar.close()
     stream.close()

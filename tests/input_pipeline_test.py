@@ -71,6 +71,43 @@ def test_per_process_and_per_device_split(mock_stl10):
   assert {s.data.shape for s in placed['hr'].addressable_shards} == {(16 // mesh.size, 96, 96, 3)}
 
 
+class RecordingList(list):
+  """A list that records which items were read: which images a process cut crops from."""
+
+  def __init__(self, items):
+    super().__init__(items)
+    self.read = []
+
+  def __getitem__(self, index):
+    self.read.append(index)
+    return super().__getitem__(index)
+
+
+def test_each_process_crops_only_its_share_and_together_they_make_the_global_batch():
+  rng = np.random.default_rng(5)
+  images = [rng.integers(0, 256, (40 + 7 * i, 50 + 3 * i, 3), dtype=np.uint8) for i in range(8)]
+
+  def stream(process_index=0, process_count=1):
+    source = input_pipeline.FolderSource(images, [str(i) for i in range(8)], 24,
+                                         patches_per_image=2, name='eight')
+    source.image_list = RecordingList(images)
+    return source, input_pipeline.TrainStream(source, 8, seed=3, augment=True,
+                                              process_index=process_index,
+                                              process_count=process_count)
+  whole_source, whole_stream = stream()
+  whole = [whole_stream.make_batch(0, index)['hr'] for index in range(2)]
+  assert len(whole_source.image_list.read) == 16
+  assert not np.array_equal(whole[0], whole[1])
+  for index in range(2):
+    parts = []
+    for process in range(4):
+      source, part_stream = stream(process, 4)
+      parts.append(part_stream.make_batch(0, index)['hr'])
+      # 2 of the 8 crops: no per-image work for the other processes' examples.
+      assert parts[-1].shape == (2, 24, 24, 3) and len(source.image_list.read) == 2
+    np.testing.assert_array_equal(np.concatenate(parts), whole[index])
+
+
 def test_eval_batches_cover_each_image_once():
   images = np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
   batches = list(input_pipeline.eval_batches(images.astype(np.uint8), 4))
