@@ -165,3 +165,19 @@ def test_a_process_whose_partners_never_come_is_a_one_line_error(tmp_path):
   assert 'error: multi-host start-up failed' in result.stderr
   assert 'localhost' in result.stderr and time.time() - started < 60
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('flags, message', [
+    (dict(coordinator_address='localhost:1234'), 'go together (got only --coordinator_address)'),
+    (dict(coordinator_address='localhost:1234', num_processes=2, process_id=2),
+     '--process_id must be in 0..1'),
+    (dict(coordinator_address='localhost', num_processes=2, process_id=0),
+     '--coordinator_address must be HOST:PORT'),
+    (dict(coordinator_address='h:1', num_processes=0, process_id=0),
+     '--num_processes must be a positive integer'),
+    (dict(distributed_timeout=0), '--distributed_timeout must be a positive number'),
+])
+def test_bad_multihost_flags_are_one_line_errors(flags, message):
+  from flax_sr.config import Config, UserError
+  with pytest.raises(UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    Config(dataset='sample', **flags).validate()
