@@ -97,6 +97,14 @@ class Config:
   eval_data_dir: str | None = option(None,
       "folder of HR images to evaluate on (e.g. Set5); default: the stl10 test split / "
       "the sample's held-out photos / the training folder")
+  lr_data_dir: str | None = option(None,
+      'paired data (RealSR/DRealSR style): a folder of real LR images, each the partner of '
+      'the --data_dir HR image of the same name (a trailing _HR/_LR<n>/x<n> is ignored, so '
+      'Canon_001_LR4.png pairs with Canon_001_HR.png and 0001x4.png with 0001.png); HR sizes '
+      'must be the scale times the LR sizes; training crops both at aligned places')
+  eval_lr_data_dir: str | None = option(None,
+      'paired evaluation: the LR partners of the --eval_data_dir images (named as for '
+      '--lr_data_dir); the model and the baselines upscale these instead of bicubic LR')
   hr_size: int = option(96,
       'HR training image (crop) size')
   input_size: int = option(32,
@@ -349,6 +357,16 @@ class Config:
                       f'{", ".join(DATASETS)}')
     if self.dataset == 'folder' and not self.data_dir:
       raise UserError('--dataset folder needs --data_dir DIR (a folder of PNG/JPEG/BMP images)')
+    if self.lr_data_dir and self.dataset != 'folder':
+      raise UserError('--lr_data_dir (paired LR images) needs --dataset folder --data_dir HR_DIR')
+    if self.lr_data_dir and self.degradation != 'bicubic':
+      raise UserError(f'--lr_data_dir gives the LR inputs; it does not combine with '
+                      f'--degradation {self.degradation}')
+    if self.lr_data_dir and tuple(self.image_scales) != (1.0,):
+      raise UserError('--image_scales (downscaled copies) would break the LR/HR pairs of '
+                      '--lr_data_dir; leave it at 1')
+    if self.eval_lr_data_dir and not self.eval_data_dir:
+      raise UserError('--eval_lr_data_dir needs --eval_data_dir (the HR partners)')
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:
       raise UserError(f'--dataset {self.dataset} has 96x96 images; --hr_size must be 96')
     choices = {'dtype': DTYPES, 'conv_impl': CONV_IMPLS, 'loss': LOSSES,

@@ -39,6 +39,10 @@ def main(argv=None) -> int:
   parser.add_argument('--dataset', choices=('stl10', 'folder', 'sample'),
                       help="evaluation data (default: the run's own)")
   parser.add_argument('--data_dir', help='tfds data dir (stl10) or folder of HR images (folder)')
+  parser.add_argument('--lr_data_dir',
+                      help='with --dataset folder: real LR partners of the --data_dir images '
+                           '(paired evaluation, matched by name as in training; the LR is used '
+                           'as it is, not made by bicubic downscaling)')
   parser.add_argument('--eval_examples', type=cli.positive_int,
                       help='evaluate on the first N images only')
   parser.add_argument('--batch_size', type=cli.positive_int, default=32)
@@ -55,6 +59,8 @@ def main(argv=None) -> int:
                            'slower, reported as "model+"')
   args = parser.parse_args(argv)
   degradation = cli.degradation_from_flags(args)  # bad options: one line, before any loading
+  if args.lr_data_dir and args.dataset != 'folder':
+    raise UserError('--lr_data_dir needs --dataset folder --data_dir HR_DIR (the HR partners)')
 
   loaded = cli.load_model_from_flags(args)
   # JAX and the data code only now, once the flags are known to be valid.
@@ -65,12 +71,16 @@ def main(argv=None) -> int:
     print(lpips.MISSING_NOTE, file=sys.stderr)
   if args.dataset:
     config.dataset, config.data_dir, config.eval_data_dir = args.dataset, args.data_dir, None
+    config.lr_data_dir = config.eval_lr_data_dir = None
     if args.dataset == 'folder':
       if not args.data_dir:
         raise UserError('--dataset folder needs --data_dir DIR of HR images')
-      config.eval_data_dir = args.data_dir
+      config.eval_data_dir, config.eval_lr_data_dir = args.data_dir, args.lr_data_dir
   elif args.data_dir:
     config.data_dir = args.data_dir
+  if degradation is not None and config.eval_lr_data_dir:
+    raise UserError('--degradation makes the LR inputs; it does not combine with paired LR '
+                    'images (--lr_data_dir, or the run\'s own --eval_lr_data_dir)')
   if args.eval_examples is not None:
     config.eval_examples = args.eval_examples
   if config.dataset == 'folder' and not (config.eval_data_dir or config.data_dir):

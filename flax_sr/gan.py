@@ -141,7 +141,7 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
   disc = train_lib._model_with_axis(state.discriminator, axis_name)
   hr = batch['hr']
   lr = metrics_lib.to_float(train_lib.training_lr(hr, model.scale, state.step, degradation,
-                                                  axis_name))
+                                                  axis_name, paired_lr=batch.get('lr')))
   target = metrics_lib.to_float(hr)
   disc_variables = {'params': state.disc_params, 'batch_stats': state.disc_batch_stats}
 

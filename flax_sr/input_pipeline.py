@@ -18,6 +18,7 @@ import logging
 import os
 import pathlib
 import queue
+import re
 import socket
 import threading
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -117,6 +118,114 @@ class FolderSource:
     for i, (index, top, left) in enumerate(zip(images, tops, lefts)):
       batch[i] = self.image_list[index][top:top + size, left:left + size]
     return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+
+
+class PairedFolderSource:
+  """Real LR/HR pairs (RealSR, DRealSR): training takes an HR crop of ``crop_size`` and the LR
+  crop of ``crop_size / scale`` at the same place (HR offsets are multiples of the scale), with
+  the same flips and rotations; ``patches_per_image`` crops per pair per epoch."""
+
+  def __init__(self, hr_images: Sequence[np.ndarray], lr_images: Sequence[np.ndarray],
+               names: Sequence[str], crop_size: int, scale: int, patches_per_image: int,
+               name: str):
+    self.hr_images, self.lr_images = list(hr_images), list(lr_images)
+    self.names = list(names)
+    self.crop_size, self.scale = crop_size, scale
+    self.name = name
+    count = len(self.hr_images)
+    self._image_of_example = np.arange(count * patches_per_image) % count
+    self._lr_heights = np.array([image.shape[0] for image in self.lr_images])
+    self._lr_widths = np.array([image.shape[1] for image in self.lr_images])
+
+  def __len__(self) -> int:
+    return len(self.hr_images)
+
+  @property
+  def examples_per_epoch(self) -> int:
+    return len(self._image_of_example)
+
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool,
+             keep: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Aligned crops ``{'hr', 'lr'}`` for examples ``order[keep]`` (draws as ``FolderSource``)."""
+    scale, lr_size = self.scale, self.crop_size // self.scale
+    images = self._image_of_example[order]
+    tops = rng.integers(0, self._lr_heights[images] - lr_size + 1)
+    lefts = rng.integers(0, self._lr_widths[images] - lr_size + 1)
+    draws = augmentation_draws(rng, len(order)) if augment else None
+    images, tops, lefts = images[keep], tops[keep], lefts[keep]
+    hr = np.empty((len(images), self.crop_size, self.crop_size, 3), np.uint8)
+    lr = np.empty((len(images), lr_size, lr_size, 3), np.uint8)
+    for i, (index, top, left) in enumerate(zip(images, tops, lefts)):
+      lr[i] = self.lr_images[index][top:top + lr_size, left:left + lr_size]
+      hr[i] = self.hr_images[index][top * scale:(top + lr_size) * scale,
+                                    left * scale:(left + lr_size) * scale]
+    if augment:
+      flips, turns = (d[keep] for d in draws)
+      hr, lr = augment_batch(hr, flips, turns), augment_batch(lr, flips, turns)
+    return {'hr': hr, 'lr': lr}
+
+
+# Name endings that mark a file as the HR or LR member of a pair and are not part of the pair's
+# name: RealSR's Canon_001_HR.png / Canon_001_LR4.png, DIV2K's 0001.png / 0001x4.png.
+_PAIR_MARK = re.compile(r'([_-](hr|lr\d*)|x\d+)$', re.IGNORECASE)
+
+
+def pair_key(relative_path: str) -> str:
+  """The name two files of a pair share: the path without its suffix and without a trailing
+  ``_HR``, ``_LR<n>`` or ``x<n>``."""
+  path = pathlib.PurePath(relative_path)
+  return str(path.with_name(_PAIR_MARK.sub('', path.stem) or path.stem))
+
+
+def load_image_pairs(hr_directory, lr_directory, scale: int, min_lr_size: int = 1
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[bool]]:
+  """The LR/HR pairs of two folders: (HR images, LR images, HR names, HR grey flags), each HR
+  image cropped to exactly ``scale`` times its partner (MATLAB's modcrop, when the HR side is
+  up to ``scale - 1`` pixels larger).
+
+  Every HR image must have one LR partner, and the reverse, with ``HR size // scale == LR
+  size``; otherwise a ``DataError`` lists the first offenders, and nothing trains.
+  """
+  hr = load_folder_images(hr_directory)
+  lr = load_folder_images(lr_directory)
+  problems: list[str] = []
+  lr_by_key: dict[str, int] = {}
+  for i, name in enumerate(lr.names):
+    key = pair_key(name)
+    if key in lr_by_key:
+      problems.append(f'{name} and {lr.names[lr_by_key[key]]} in {lr_directory} are both '
+                      f'named {key}')
+    lr_by_key[key] = i
+  hr_images, lr_images, names, gray, used = [], [], [], [], set()
+  for image, name, is_gray in zip(hr.images, hr.names, hr.gray):
+    key = pair_key(name)
+    if key not in lr_by_key:
+      problems.append(f'{name} has no LR partner')
+      continue
+    used.add(key)
+    partner = lr.images[lr_by_key[key]]
+    lh, lw = partner.shape[:2]
+    if (image.shape[0] // scale, image.shape[1] // scale) != (lh, lw):
+      problems.append(f'{name} is {image.shape[1]}x{image.shape[0]} but its LR partner '
+                      f'{lr.names[lr_by_key[key]]} is {lw}x{lh} (x{scale} needs '
+                      f'{image.shape[1] // scale}x{image.shape[0] // scale})')
+      continue
+    if min(lh, lw) < min_lr_size:
+      problems.append(f'{lr.names[lr_by_key[key]]} is {lw}x{lh}, smaller than '
+                      f'{min_lr_size}x{min_lr_size}')
+      continue
+    hr_images.append(image[:lh * scale, :lw * scale])
+    lr_images.append(partner)
+    names.append(name)
+    gray.append(is_gray)
+  problems += [f'{lr.names[i]} has no HR partner' for key, i in lr_by_key.items()
+               if key not in used]
+  if problems:
+    shown = '; '.join(problems[:4])
+    more = f'; and {len(problems) - 4} more' if len(problems) > 4 else ''
+    raise DataError(f'LR/HR pairs in {hr_directory} and {lr_directory}: {len(problems)} '
+                    f'problem(s): {shown}{more}')
+  return hr_images, lr_images, names, gray
 
 
 def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
@@ -395,7 +504,8 @@ class TrainStream:
     # Crops and augmentation are drawn from a generator keyed on the position, so a resumed
     # stream repeats them exactly.
     rng = np.random.default_rng([self.seed, epoch, index, 1])
-    return {'hr': self.source.gather(global_ids, rng, self.augment, keep=self.local_slice)}
+    images = self.source.gather(global_ids, rng, self.augment, keep=self.local_slice)
+    return images if isinstance(images, dict) else {'hr': images}  # paired sources bring 'lr'
 
   def _produce(self):
     epoch, index = self.position
@@ -469,6 +579,12 @@ def make_train_source(config, progress=None):
     return load_stl10(config.data_dir, STL10_TRAIN_SPLIT, progress=progress)
   if config.dataset == 'sample':
     return load_sample('train')
+  if config.lr_data_dir:
+    hr, lr, names, _ = load_image_pairs(config.data_dir, config.lr_data_dir, config.scale,
+                                        min_lr_size=config.input_size)
+    return PairedFolderSource(hr, lr, names, config.hr_size, config.scale,
+                              config.patches_per_image,
+                              f'pairs {config.data_dir} + {config.lr_data_dir}')
   images, names, _, _ = load_folder_images(config.data_dir, min_size=config.hr_size)
   if tuple(config.image_scales) != (1.0,):
     images, names = with_downscaled_copies(images, names, config.image_scales, config.hr_size)
@@ -519,6 +635,12 @@ def make_eval_set(config) -> EvalSet:
     source = load_sample('eval')
     images = source.images[:limit]
     return EvalSet(images, [f'{i:05d}' for i in range(len(images))], source.name)
+  if config.eval_lr_data_dir:
+    hr, lr, names, gray = load_image_pairs(config.eval_data_dir, config.eval_lr_data_dir,
+                                           config.scale)
+    return EvalSet(hr[:limit], names[:limit],
+                   f'pairs {config.eval_data_dir} + {config.eval_lr_data_dir}', gray[:limit],
+                   lr_images=lr[:limit])
   directory = config.eval_data_dir or config.data_dir
   if config.eval_data_dir is None:
     logging.warning('no --eval_data_dir: evaluating on the training folder %s', directory)

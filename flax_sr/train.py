@@ -8,7 +8,8 @@ one device unchanged.
 
 A batch carries HR images as uint8 (``batch['hr']``: (B, H, W, 3)); the step makes the LR input
 itself with the MATLAB-compatible bicubic downscale (``imresize.bicubic_downscale``), so LR
-images are exactly what the SR literature feeds its models.
+images are exactly what the SR literature feeds its models. A batch of real LR/HR pairs also
+carries ``batch['lr']`` (uint8 (B, H/scale, W/scale, 3)), which is then the input as it is.
 """
 
 from __future__ import annotations
@@ -86,9 +87,18 @@ def degrade(hr_images: jnp.ndarray, scale: int) -> jnp.ndarray:
 
 
 def training_lr(hr_images: jnp.ndarray, scale: int, step, degradation=None,
-                axis_name: str | None = None) -> jnp.ndarray:
-  """A train step's uint8 LR input: the bicubic ``degrade``, or ``degradation`` (a
+                axis_name: str | None = None, paired_lr: jnp.ndarray | None = None
+                ) -> jnp.ndarray:
+  """A train step's uint8 LR input: ``paired_lr`` when the data brings it (real LR/HR pairs,
+  ``batch['lr']``), else the bicubic ``degrade``, or ``degradation`` (a
   ``degradations.TrainingDegradation``: random per image, drawn from its seed and ``step``)."""
+  if paired_lr is not None:
+    expected = (hr_images.shape[0], hr_images.shape[1] // scale, hr_images.shape[2] // scale,
+                hr_images.shape[3])
+    if paired_lr.shape != expected:
+      raise ValueError(f"batch['lr'] is {paired_lr.shape}; x{scale} of HR {hr_images.shape} "
+                       f'needs {expected}')
+    return paired_lr
   if degradation is None:
     return degrade(hr_images, scale)
   return degradation(hr_images, scale, step, axis_name)
@@ -149,7 +159,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, loss: str = 
   input is made on the device: bicubic, or ``degradation`` (see ``training_lr``)."""
   model = _model_with_axis(state.model, axis_name)
   hr = batch['hr']
-  lr = metrics_lib.to_float(training_lr(hr, model.scale, state.step, degradation, axis_name))
+  lr = metrics_lib.to_float(training_lr(hr, model.scale, state.step, degradation, axis_name,
+                                        paired_lr=batch.get('lr')))
   target = metrics_lib.to_float(hr)
 
   def loss_fn(params):

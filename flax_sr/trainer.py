@@ -82,28 +82,40 @@ def load_perceptual_weights(config: Config) -> dict[str, Any]:
   return weights
 
 
-def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int) -> np.ndarray:
+def grid_examples(eval_set: input_pipeline.EvalSet, count: int, crop: int, scale: int
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
   """Up to ``count`` same-size HR images for pictures, spread evenly over the evaluation set (so
   a set of crops shows several photos, not neighbouring crops of the first), centre-cropped
-  when whole images of different sizes."""
+  when whole images of different sizes; and their LR inputs when the set brings its own
+  (paired data: the pictures show the real LR), else None."""
   picks = np.unique(np.linspace(0, len(eval_set) - 1, min(count, len(eval_set))).round()
                     ).astype(int)
+  lr_images = eval_set.lr_images
   if eval_set.same_size:
-    return eval_set.images[picks]
-  crops = []
-  for image in (eval_set.images[i] for i in picks):
-    h, w = image.shape[:2]
-    size = min(crop, h, w)
-    top, left = (h - size) // 2, (w - size) // 2
-    crops.append(image[top:top + size, left:left + size])
-  size = min(c.shape[0] for c in crops)
-  return np.stack([c[:size, :size] for c in crops])
+    return eval_set.images[picks], None if lr_images is None else lr_images[picks]
+  places = []  # (top, left, size) of each crop, on the scale's grid so that the LR aligns
+  for i in picks:
+    h, w = eval_set.images[i].shape[:2]
+    size = min(crop, h, w) // scale * scale
+    places.append(((h - size) // 2 // scale * scale, (w - size) // 2 // scale * scale, size))
+  size = min(place[2] for place in places)
+  hr = np.stack([eval_set.images[i][top:top + size, left:left + size]
+                 for i, (top, left, _) in zip(picks, places)])
+  if lr_images is None:
+    return hr, None
+  lr_size = size // scale
+  lr = np.stack([lr_images[i][top // scale:top // scale + lr_size,
+                              left // scale:left // scale + lr_size]
+                 for i, (top, left, _) in zip(picks, places)])
+  return hr, lr
 
 
-def comparison_picture(state, hr_images: np.ndarray, scale: int) -> np.ndarray:
-  """The original design's figure: rows of LR (nearest) | bicubic | model | HR with PSNRs."""
+def comparison_picture(state, hr_images: np.ndarray, scale: int,
+                       lr_images: np.ndarray | None = None) -> np.ndarray:
+  """The original design's figure: rows of LR (nearest) | bicubic | model | HR with PSNRs. The
+  LR is ``lr_images`` when given (paired data), else the bicubic downscale of the HR."""
   hr = hr_images[:, :hr_images.shape[1] // scale * scale, :hr_images.shape[2] // scale * scale]
-  lr = train_lib.degrade(hr, scale)
+  lr = train_lib.degrade(hr, scale) if lr_images is None else lr_images
   columns = [
       metrics_lib.to_float(train_lib.nearest_upscale(lr, scale)),
       metrics_lib.to_float(resize_lib.imresize(lr, scale)),
@@ -287,7 +299,8 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
   eval_step = parallel.compile_eval_step(mesh)
   reporter = reporting.Reporter(workdir_path, enabled=is_main)
   pictures_dir = workdir_path / 'pictures'
-  grid_hr = grid_examples(eval_set, config.num_grid_images, config.hr_size)
+  grid_hr, grid_lr = grid_examples(eval_set, config.num_grid_images, config.hr_size,
+                                   config.scale)
   stream = input_pipeline.TrainStream(
       train_source, config.batch_size, seed=config.seed, augment=config.augment,
       position=position, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -303,7 +316,7 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
     reporter.scalars(step, {**_flatten_table('eval', table),
                             'eval/train_minutes': train_seconds / 60})
     if is_main and len(grid_hr):
-      grid = comparison_picture(state, grid_hr, config.scale)
+      grid = comparison_picture(state, grid_hr, config.scale, grid_lr)
       pictures.save_png(grid, pictures_dir / f'grid_step{step:07d}.png')
       reporter.images(step, {'comparison': grid})
     gain = table['model']['psnr_y'] - table['bicubic']['psnr_y']
