@@ -16,7 +16,7 @@ from flax_sr.errors import UserError  # noqa: F401 (re-exported: flax_sr.config.
 
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
-DATASETS = ('stl10', 'folder', 'sample')
+DATASETS = ('stl10', 'folder', 'sample', 'prepared')
 MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
 RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
@@ -89,8 +89,9 @@ def default_upsample_factors(scale: int, num_blocks: int = 4) -> tuple[int, ...]
 class Config:
   # Data.
   dataset: str = option('stl10',
-      'training data: stl10 (tfds, default), folder (images under --data_dir), or '
-      'sample (photos shipped with scikit-image; no download)')
+      'training data: stl10 (tfds, default), folder (images under --data_dir), sample '
+      '(photos shipped with scikit-image; no download), or prepared (a sub-image store that '
+      'python -m flax_sr.prepare wrote, streamed: for data larger than memory)')
   data_dir: str | None = option(None,
       'tfds data dir for stl10 (tfds default when unset), or the image folder for '
       '--dataset folder')
@@ -105,6 +106,9 @@ class Config:
   eval_lr_data_dir: str | None = option(None,
       'paired evaluation: the LR partners of the --eval_data_dir images (named as for '
       '--lr_data_dir); the model and the baselines upscale these instead of bicubic LR')
+  data_workers: int = option(0,
+      'worker processes (grain) that read, crop and augment the training batches; 0: a thread '
+      'of the training process (fastest for in-memory data). 2 or more for --dataset prepared')
   hr_size: int = option(96,
       'HR training image (crop) size')
   input_size: int = option(32,
@@ -355,6 +359,11 @@ class Config:
     if self.dataset not in DATASETS:
       raise UserError(f'--dataset {self.dataset!r} is unknown; valid values: '
                       f'{", ".join(DATASETS)}')
+    if self.dataset == 'prepared' and not (self.data_dir and self.eval_data_dir):
+      raise UserError('--dataset prepared needs --data_dir STORE (written by python -m '
+                      'flax_sr.prepare IMAGE_DIR STORE) and --eval_data_dir DIR of HR images')
+    if self.data_workers < 0:
+      raise UserError(f'--data_workers must be 0 or more, got {self.data_workers}')
     if self.dataset == 'folder' and not self.data_dir:
       raise UserError('--dataset folder needs --data_dir DIR (a folder of PNG/JPEG/BMP images)')
     if self.lr_data_dir and self.dataset != 'folder':

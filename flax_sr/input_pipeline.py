@@ -165,6 +165,45 @@ class PairedFolderSource:
     return {'hr': hr, 'lr': lr}
 
 
+class StoreSource:
+  """HR sub-images from a prepared store (``flax_sr.prepare``), read at random when a batch
+  needs them: training data larger than memory. ``patches_per_image`` random ``crop_size``
+  crops per sub-image per epoch; sub-images smaller than the crop are left out."""
+
+  def __init__(self, store, crop_size: int, patches_per_image: int, name: str):
+    self.store = store
+    self.crop_size = crop_size
+    self.name = name
+    usable = np.flatnonzero((store.heights >= crop_size) & (store.widths >= crop_size))
+    if not len(usable):
+      raise DataError(f'{name}: no sub-image is at least {crop_size}x{crop_size} (the store\'s '
+                      f'sub-images are up to {store.manifest["crop_size"]} px); lower --hr_size '
+                      f'or prepare the store with a larger --crop_size')
+    self._record_of_example = np.tile(usable, patches_per_image)
+
+  def __len__(self) -> int:
+    return len(self.store)
+
+  @property
+  def examples_per_epoch(self) -> int:
+    return len(self._record_of_example)
+
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool,
+             keep: slice = slice(None)) -> np.ndarray:
+    """Random crops for examples ``order[keep]``, drawn as ``FolderSource`` draws them; only
+    the kept records are read."""
+    size = self.crop_size
+    records = self._record_of_example[order]
+    tops = rng.integers(0, self.store.heights[records] - size + 1)
+    lefts = rng.integers(0, self.store.widths[records] - size + 1)
+    draws = augmentation_draws(rng, len(order)) if augment else None
+    records, tops, lefts = records[keep], tops[keep], lefts[keep]
+    batch = np.empty((len(records), size, size, 3), np.uint8)
+    for i, (image, top, left) in enumerate(zip(self.store.read_many(records), tops, lefts)):
+      batch[i] = image[top:top + size, left:left + size]
+    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+
+
 # Name endings that mark a file as the HR or LR member of a pair and are not part of the pair's
 # name: RealSR's Canon_001_HR.png / Canon_001_LR4.png, DIV2K's 0001.png / 0001x4.png.
 _PAIR_MARK = re.compile(r'([_-](hr|lr\d*)|x\d+)$', re.IGNORECASE)
@@ -468,17 +507,66 @@ def local_batch_slice(global_batch: int, process_index: int, process_count: int)
   return slice(process_index * per_process, (process_index + 1) * per_process)
 
 
+class BatchMaker:
+  """Global batch number -> this process's part of it: a pure function of the number, which is
+  what makes the stream reproducible and resumable, and what a worker process runs.
+
+  Batch ``n`` is batch ``n % steps_per_epoch`` of epoch ``n // steps_per_epoch``; the order of
+  epoch ``e`` is ``default_rng([seed, e]).permutation``; crops and augmentation are drawn from a
+  generator keyed on ``(seed, epoch, batch)`` for the whole global batch, and only this
+  process's ``local_slice`` is cut. Picklable (sent to grain's workers)."""
+
+  def __init__(self, source, global_batch: int, seed: int, augment: bool, local_slice: slice):
+    self.source = source
+    self.global_batch = global_batch
+    self.seed = seed
+    self.augment = augment
+    self.local_slice = local_slice
+    self.steps_per_epoch = source.examples_per_epoch // global_batch
+    self._order: tuple[int, np.ndarray] | None = None  # the last epoch's order, cached
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    if self._order is None or self._order[0] != epoch:
+      self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
+          self.source.examples_per_epoch))
+    return self._order[1]
+
+  def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    order = self.epoch_order(epoch)
+    global_ids = order[index * self.global_batch:(index + 1) * self.global_batch]
+    rng = np.random.default_rng([self.seed, epoch, index, 1])
+    images = self.source.gather(global_ids, rng, self.augment, keep=self.local_slice)
+    return images if isinstance(images, dict) else {'hr': images}  # paired sources bring 'lr'
+
+  def __call__(self, number: int) -> dict[str, np.ndarray]:
+    return self.batch(*divmod(int(number), self.steps_per_epoch))
+
+  def __getstate__(self):
+    return dict(self.__dict__, _order=None)
+
+
+# grain's datasets need an end; this one is never reached.
+_ENDLESS = 1 << 50
+
+
 class TrainStream:
   """Endless, seeded, resumable batches {'hr': uint8 (local_batch, H, W, 3)} from a source.
 
   ``next()`` returns ``(batch, position)`` where ``position = (epoch, batch_index)`` is where the
   stream continues after this batch, the value to checkpoint. Batches are produced (and, with
   ``put``, moved to devices) by a background thread ``prefetch`` batches ahead.
+
+  With ``workers > 0`` the batches are made in that many worker processes by grain
+  (``mp_prefetch``), and the main process only receives them: the way to stream from a
+  prepared store. ``loader_state`` is then grain's iterator state at the consumer's position
+  (saved in the checkpoint beside ``position``); passed back in, the stream continues there.
+  Either way batch ``n`` is ``BatchMaker(n)``, so the batches do not depend on the worker count.
   """
 
   def __init__(self, source, global_batch: int, *, seed: int = 0, augment: bool = False,
                position: tuple[int, int] = (0, 0), process_index: int = 0,
-               process_count: int = 1, prefetch: int = 2, put: Callable[[Any], Any] | None = None):
+               process_count: int = 1, prefetch: int = 2, put: Callable[[Any], Any] | None = None,
+               workers: int = 0, loader_state: dict | None = None):
     self.source = source
     self.global_batch = global_batch
     self.seed = seed
@@ -488,43 +576,78 @@ class TrainStream:
       raise DataError(f'{source.name} has {source.examples_per_epoch} training examples per epoch,'
                       f' fewer than one batch of {global_batch}; lower --batch_size')
     self.local_slice = local_batch_slice(global_batch, process_index, process_count)
+    self.maker = BatchMaker(source, global_batch, seed, augment, self.local_slice)
     self.position = tuple(position)
+    self.workers = workers
+    self.loader_state = loader_state if workers else None
     self._put = put or (lambda batch: batch)
     self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
   def epoch_order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(self.source.examples_per_epoch)
+    return self.maker.epoch_order(epoch)
 
   def make_batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> dict:
     """The local part of global batch ``index`` of ``epoch`` (a pure function of its inputs)."""
-    order = self.epoch_order(epoch) if order is None else order
-    global_ids = order[index * self.global_batch:(index + 1) * self.global_batch]
-    # Crops and augmentation are drawn from a generator keyed on the position, so a resumed
-    # stream repeats them exactly.
-    rng = np.random.default_rng([self.seed, epoch, index, 1])
-    images = self.source.gather(global_ids, rng, self.augment, keep=self.local_slice)
-    return images if isinstance(images, dict) else {'hr': images}  # paired sources bring 'lr'
+    return self.maker.batch(epoch, index)
+
+  def _number(self, position) -> int:
+    return position[0] * self.steps_per_epoch + position[1]
+
+  def _worker_batches(self) -> Iterator[tuple[dict, dict]]:
+    """(batch, grain state after it) from grain's worker processes, from ``self.position``."""
+    import grain
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain reads absl flags; flax_sr's tools do not parse them
+      flags.FLAGS.mark_as_parsed()
+    state = self.loader_state
+    resume = (state is not None and state.get('workers') == self.workers
+              and self._number(self.position) >= state.get('start', -1))
+    start = state['start'] if resume else self._number(self.position)
+    dataset = (grain.MapDataset.range(start, _ENDLESS).map(self.maker).to_iter_dataset()
+               .mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                         per_worker_buffer_size=2)))
+    iterator = iter(dataset)
+    if resume:
+      iterator.set_state(state['grain'])
+      logging.info("Data: %d worker processes, continuing from grain's saved iterator state",
+                   self.workers)
+    elif state is not None:
+      logging.info('Data: %d worker processes (the checkpoint had %s); starting them at epoch '
+                   '%d, batch %d', self.workers, state.get('workers'), *self.position)
+    try:
+      for batch in iterator:
+        yield batch, {'start': start, 'workers': self.workers, 'grain': iterator.get_state()}
+    finally:
+      close = getattr(iterator, 'close', None)
+      if close is not None:
+        close()
 
   def _produce(self):
     epoch, index = self.position
-    order = self.epoch_order(epoch)
+    workers = self._worker_batches() if self.workers else None
     try:
       while not self._stop.is_set():
-        batch = self._put(self.make_batch(epoch, index, order))
+        if workers is not None:
+          batch, loader_state = next(workers)
+        else:
+          batch, loader_state = self.maker.batch(epoch, index), None
+        batch = self._put(batch)
         index += 1
         if index == self.steps_per_epoch:
           epoch, index = epoch + 1, 0
-          order = self.epoch_order(epoch)
         while not self._stop.is_set():
           try:
-            self._queue.put((batch, (epoch, index)), timeout=0.1)
+            self._queue.put((batch, (epoch, index), loader_state), timeout=0.1)
             break
           except queue.Full:
             continue
     except BaseException as error:  # surfaced in the consumer's thread
-      self._queue.put((error, None))
+      self._queue.put((error, None, None))
+    finally:
+      if workers is not None:
+        workers.close()
 
   def __iter__(self) -> Iterator[tuple[dict, tuple[int, int]]]:
     return self
@@ -533,16 +656,17 @@ class TrainStream:
     if self._thread is None:
       self._thread = threading.Thread(target=self._produce, daemon=True)
       self._thread.start()
-    batch, position = self._queue.get()
+    batch, position, loader_state = self._queue.get()
     if isinstance(batch, BaseException):
       raise batch
     self.position = position
+    self.loader_state = loader_state
     return batch, position
 
   def close(self):
     self._stop.set()
     if self._thread is not None:
-      self._thread.join(timeout=5)
+      self._thread.join(timeout=10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,6 +703,11 @@ def make_train_source(config, progress=None):
     return load_stl10(config.data_dir, STL10_TRAIN_SPLIT, progress=progress)
   if config.dataset == 'sample':
     return load_sample('train')
+  if config.dataset == 'prepared':
+    from flax_sr import subimage_store
+    store = subimage_store.SubimageStore(config.data_dir)
+    return StoreSource(store, config.hr_size, config.patches_per_image,
+                       f'prepared store {config.data_dir}')
   if config.lr_data_dir:
     hr, lr, names, _ = load_image_pairs(config.data_dir, config.lr_data_dir, config.scale,
                                         min_lr_size=config.input_size)

@@ -155,7 +155,8 @@ def start_up_block(config: Config, train_source, eval_set, steps_per_epoch: int,
       f'Run: {workdir}' + (f' (preset {config.preset})' if config.preset else ''),
       f'Data: {train_source.name}, {train_source.examples_per_epoch} examples per epoch '
       f'({steps_per_epoch} steps of {config.batch_size}); evaluation: {eval_set.name}, '
-      f'{len(eval_set)} images',
+      f'{len(eval_set)} images' + (f'; {config.data_workers} data worker processes'
+                                   if config.data_workers else ''),
       f'Training: {total_steps} steps ({total_steps / steps_per_epoch:.2f} epochs) at '
       f'x{config.scale}, ' + (f'resuming at step {step}' if step else
                               f'from {config.init_from}' if config.init_from else 'from scratch')
@@ -255,7 +256,7 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
   elif config.init_from:
     logging.info('Resuming: --init_from %s was used when the run started', config.init_from)
   state = parallel.put_replicated(state, mesh)
-  position, train_seconds = (0, 0), 0.0
+  position, train_seconds, loader_state = (0, 0), 0.0, None
   if resume_step is not None:
     # The newest checkpoint that restores: a truncated latest one falls back to the previous,
     # and is moved aside (not deleted) so that its step can be saved again.
@@ -267,6 +268,7 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
     finally:
       reader.close()
     position, train_seconds = tuple(meta['position']), meta.get('train_seconds', 0.0)
+    loader_state = meta.get('loader_state')  # grain's iterator state (--data_workers)
     logging.info('Resumed from step %d (epoch %d, batch %d)', resume_step, *position)
   # Opened after the data is loaded: nothing else touches the filesystem while Orbax sets up.
   checkpointer = checkpointing.Checkpointer(workdir_path, config.keep_checkpoints)
@@ -304,11 +306,12 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
   stream = input_pipeline.TrainStream(
       train_source, config.batch_size, seed=config.seed, augment=config.augment,
       position=position, process_index=jax.process_index(), process_count=jax.process_count(),
-      put=lambda batch: parallel.put_batch(batch, mesh))
+      put=lambda batch: parallel.put_batch(batch, mesh), workers=config.data_workers,
+      loader_state=loader_state)
 
   def meta() -> dict[str, Any]:
     return {'position': list(position), 'train_seconds': train_seconds,
-            'epoch': step / steps_per_epoch}
+            'epoch': step / steps_per_epoch, 'loader_state': stream.loader_state}
 
   def run_eval() -> dict[str, dict[str, float]]:
     table = evaluation.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)

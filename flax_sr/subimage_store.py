@@ -1,0 +1,142 @@
+"""A prepared store of HR sub-images: training data larger than memory, read at random.
+
+BasicSR's practice for DIV2K-size sets: cut every HR image into overlapping sub-images
+(480x480, step 240 by default), so that a training crop is one small read instead of decoding
+a 2K photo. ``python -m flax_sr.prepare IMAGE_DIR OUT_DIR`` writes them; training reads them
+with ``--dataset prepared --data_dir OUT_DIR``.
+
+Layout of ``OUT_DIR``:
+
+* ``subimages-NNNNN.array_record``: ArrayRecord shards (random access by record index), one
+  per ``images_per_shard`` source images. A record is a 12-byte header (height, width,
+  channels as little-endian uint32) and the raw uint8 pixels: reading one is a copy (and a zstd
+  decompression, by default), not a PNG decode.
+* ``manifest.json``: the settings, and per shard its file name, record count, SHA-256, its
+  source images and each record's height and width (a crop position is drawn without reading
+  the record). Written last: a store without it is incomplete.
+* ``progress.json`` while preparing: the shards completed so far (a restart continues there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from flax_sr.errors import UserError
+
+FORMAT = 'flax_sr-subimages-1'
+MANIFEST = 'manifest.json'
+PROGRESS = 'progress.json'
+_HEADER = np.dtype('<u4')
+COMPRESSIONS = ('zstd', 'none')
+
+
+class StoreError(UserError):
+  """A prepared store that is missing, incomplete, damaged or prepared differently."""
+
+
+def subimage_starts(length: int, size: int, step: int, thresh_size: int) -> list[int]:
+  """Where sub-images start along one side (BasicSR's ``extract_subimages``): every ``step``,
+  plus one flush with the far edge when more than ``thresh_size`` pixels would be left over. A
+  side shorter than ``size`` gives one sub-image of the whole side."""
+  if length <= size:
+    return [0]
+  starts = list(range(0, length - size + 1, step))
+  if length - (starts[-1] + size) > thresh_size:
+    starts.append(length - size)
+  return starts
+
+
+def cut_subimages(image: np.ndarray, size: int, step: int, thresh_size: int
+                  ) -> list[np.ndarray]:
+  h, w = image.shape[:2]
+  return [image[top:top + size, left:left + size]
+          for top in subimage_starts(h, size, step, thresh_size)
+          for left in subimage_starts(w, size, step, thresh_size)]
+
+
+def encode_record(image: np.ndarray) -> bytes:
+  image = np.ascontiguousarray(image, dtype=np.uint8)
+  return np.asarray(image.shape, _HEADER).tobytes() + image.tobytes()
+
+
+def decode_record(record: bytes) -> np.ndarray:
+  shape = tuple(np.frombuffer(record, _HEADER, count=3))
+  return np.frombuffer(record, np.uint8, offset=3 * _HEADER.itemsize).reshape(shape)
+
+
+def writer_options(compression: str) -> str:
+  # group_size 1: each record is its own chunk, so a random read decompresses one sub-image.
+  return 'group_size:1,' + ('zstd:1' if compression == 'zstd' else 'uncompressed')
+
+
+def sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as file:
+    for block in iter(lambda: file.read(1 << 22), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def write_json(path: pathlib.Path, value: Any) -> None:
+  temporary = path.with_name(f'.{path.name}.partial')
+  temporary.write_text(json.dumps(value, indent=1))
+  os.replace(temporary, path)  # never a half-written manifest
+
+
+class SubimageStore:
+  """Random access to a prepared store: ``len(store)`` records, ``store[i]`` a uint8 (H, W, 3)
+  array, ``store.heights`` / ``store.widths`` without reading any record.
+
+  Picklable: worker processes reopen the shards themselves (an open reader is not sent)."""
+
+  def __init__(self, directory: str | os.PathLike, verify: bool = False):
+    self.directory = pathlib.Path(directory).expanduser().absolute()
+    manifest_path = self.directory / MANIFEST
+    if not manifest_path.is_file():
+      hint = (' (preparation did not finish: run python -m flax_sr.prepare again to complete '
+              'it)' if (self.directory / PROGRESS).exists() else
+              ' (make one with python -m flax_sr.prepare IMAGE_DIR OUT_DIR)')
+      raise StoreError(f'{self.directory} holds no prepared store: {MANIFEST} is missing{hint}')
+    try:
+      self.manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as error:
+      raise StoreError(f'{manifest_path} is unreadable: {error}') from error
+    if self.manifest.get('format') != FORMAT:
+      raise StoreError(f'{manifest_path} is not a {FORMAT} manifest')
+    shards = self.manifest['shards']
+    for shard in shards:
+      path = self.directory / shard['file']
+      if not path.is_file():
+        raise StoreError(f'{path} is missing (listed in {manifest_path})')
+      if verify and sha256(path) != shard['sha256']:
+        raise StoreError(f'{path} does not match its checksum in {manifest_path} (damaged or '
+                         f'changed; prepare the store again)')
+    self.paths = [str(self.directory / shard['file']) for shard in shards]
+    sizes = np.array([size for shard in shards for size in shard['sizes']], np.int64)
+    sizes = sizes.reshape(-1, 2)
+    self.heights, self.widths = sizes[:, 0], sizes[:, 1]
+    self._source = None
+
+  def __len__(self) -> int:
+    return len(self.heights)
+
+  def _reader(self):
+    if self._source is None:
+      from array_record.python import array_record_data_source
+      self._source = array_record_data_source.ArrayRecordDataSource(self.paths)
+    return self._source
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return decode_record(self._reader()[int(index)])
+
+  def read_many(self, indices: Sequence[int]) -> list[np.ndarray]:
+    return [decode_record(r) for r in self._reader().__getitems__([int(i) for i in indices])]
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k != '_source'} | {'_source': None}
