@@ -280,6 +280,70 @@ def bench_pipeline(quick: bool, data_dir: str | None) -> list[dict]:
   return rows
 
 
+def synthetic_photos(directory: pathlib.Path, count: int, height: int, width: int) -> None:
+  """Photo-like PNGs (smooth colour fields, edges and sensor noise): DIV2K-size stand-ins."""
+  from PIL import Image
+  directory.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  for i in range(count):
+    field = np.stack([np.sin(x / rng.uniform(20, 200) + y / rng.uniform(20, 200) + c)
+                      for c in range(3)], axis=-1)
+    image = 128 + 90 * field + rng.normal(0, 4, field.shape)
+    image[(x + 2 * y) % rng.integers(100, 400) < 8] = 30  # a few hard edges
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(directory / f'{i:04d}.png')
+
+
+def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[dict]:
+  """Crops/s delivered into device arrays (augmented, batch 32) from the in-memory folder
+  source and from prepared stores (``flax_sr.prepare``, 480/240 sub-images, uncompressed and
+  zstd), with 0, 1 and 2 worker processes, at 96, 192 and 256 px crops; and the seconds to the
+  first batch (worker start-up included)."""
+  from flax_sr import prepare, subimage_store
+  work = pathlib.Path(work_dir)
+  if image_dir is None:
+    image_dir = work / 'photos'
+    if not image_dir.exists():
+      synthetic_photos(image_dir, 4 if quick else 12, 1356, 2040)  # DIV2K 0001.png's size
+  stores = {}
+  for compression in ('none', 'zstd'):
+    prepare.prepare(image_dir, work / f'store_{compression}', compression=compression,
+                    progress=False)
+    stores[f'prepared/{compression}'] = subimage_store.SubimageStore(work / f'store_{compression}')
+  images = input_pipeline.load_folder_images(image_dir).images
+  mesh = parallel.make_mesh()
+  rows = []
+  batch, batches = 32, (4 if quick else 40)
+  for crop in ((96,) if quick else (96, 192, 256)):
+    for kind in ('memory', *stores):
+      if kind == 'memory':
+        source = input_pipeline.FolderSource(images, [str(i) for i in range(len(images))],
+                                             crop, 64, 'memory')
+      else:
+        source = input_pipeline.StoreSource(stores[kind], crop, 8, kind)
+      for workers in ((0, 2) if quick else (0, 1, 2)):
+        start = time.perf_counter()
+        stream = input_pipeline.TrainStream(source, batch, seed=0, augment=True, prefetch=4,
+                                            workers=workers,
+                                            put=lambda b: parallel.put_batch(b, mesh))
+        try:
+          jax.block_until_ready(next(stream)[0])
+          first = time.perf_counter() - start
+          for _ in range(2):  # fill the workers' buffers
+            next(stream)
+          start = time.perf_counter()
+          for _ in range(batches):
+            jax.block_until_ready(next(stream)[0])
+          rate = batches * batch / (time.perf_counter() - start)
+        finally:
+          stream.close()
+        rows.append({'source': kind, 'crop': crop, 'workers': workers,
+                     'crops_per_s': rate, 'first_batch_s': first})
+        print(f'{kind:<14} {crop:>4} px  workers {workers}  {rate:8.0f} crops/s   first batch '
+              f'{first:5.1f} s', flush=True)
+  return rows
+
+
 def bench_inference(quick: bool) -> list[dict]:
   """Evaluation and predict throughput (output megapixels/s) of the reference x3 model."""
   from flax_sr.config import Config
@@ -328,6 +392,15 @@ def main(argv=None) -> int:
   parser.add_argument('--torch_python', default=sys.executable,
                       help='an interpreter that has torch (default: this one)')
   parser.add_argument('--skip', nargs='*', default=[], choices=['pipeline', 'inference'])
+  parser.add_argument('--pipeline', action='store_true',
+                      help='only the streaming table: crops/s into device arrays from memory '
+                           'and from a prepared store with 0/1/2 worker processes at 96/192/256 '
+                           'px (writes --output_json); no model rows')
+  parser.add_argument('--pipeline_images', metavar='DIR',
+                      help='with --pipeline: HR images to use (default: synthetic 2040x1356 '
+                           'photos, made once under --pipeline_workdir)')
+  parser.add_argument('--pipeline_workdir', default='/tmp/flax_sr_pipeline_bench',
+                      help='with --pipeline: where the synthetic photos and the store go')
   parser.add_argument('--output_json', help='write the training rows as JSON')
   parser.add_argument('--gan', metavar='PRESET', nargs='?', const='esrgan_cpu_gan_x4',
                       help='also time the GAN step of this preset (default esrgan_cpu_gan_x4) '
@@ -343,6 +416,12 @@ def main(argv=None) -> int:
   features = 8 if args.quick else 64
 
   print(f'device: {device_name()}; jax {jax.__version__}; devices {jax.device_count()}')
+  if args.pipeline:
+    rows = bench_streaming(args.quick, args.pipeline_images, args.pipeline_workdir)
+    if args.output_json:
+      pathlib.Path(args.output_json).write_text(json.dumps(
+          {'device': device_name(), 'streaming': rows}, indent=2))
+    return 0
   matmul = matmul_gflops(512 if args.quick else 2048)
   print(f'float32 matmul: {matmul:.1f} GFLOP/s')
   auto = 'tuned' if jax.default_backend() == 'cpu' else 'xla'

@@ -605,7 +605,11 @@ class TrainStream:
     resume = (state is not None and state.get('workers') == self.workers
               and self._number(self.position) >= state.get('start', -1))
     start = state['start'] if resume else self._number(self.position)
-    dataset = (grain.MapDataset.range(start, _ENDLESS).map(self.maker).to_iter_dataset()
+    # One thread per worker, no read-ahead inside it: the workers are the parallelism (grain's
+    # default, 16 threads prefetching 500 batches in each worker, fights over the GIL and holds
+    # hundreds of batches in memory).
+    dataset = (grain.MapDataset.range(start, _ENDLESS).map(self.maker)
+               .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
                .mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
                                                          per_worker_buffer_size=2)))
     iterator = iter(dataset)

@@ -9,8 +9,8 @@ Layout of ``OUT_DIR``:
 
 * ``subimages-NNNNN.array_record``: ArrayRecord shards (random access by record index), one
   per ``images_per_shard`` source images. A record is a 12-byte header (height, width,
-  channels as little-endian uint32) and the raw uint8 pixels: reading one is a copy (and a zstd
-  decompression, by default), not a PNG decode.
+  channels as little-endian uint32) and the raw uint8 pixels (zstd-compressed with
+  ``--compression zstd``): reading one is a copy, not a PNG decode.
 * ``manifest.json``: the settings, and per shard its file name, record count, SHA-256, its
   source images and each record's height and width (a crop position is drawn without reading
   the record). Written last: a store without it is incomplete.
