@@ -313,6 +313,18 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
   images = input_pipeline.load_folder_images(image_dir).images
   mesh = parallel.make_mesh()
   rows = []
+  # A tfds data source (DIV2K as ArrayRecord) decodes one whole PNG per crop: its rate per
+  # worker is bounded by this (no DIV2K here to stream; the tfds path is tested on a small copy).
+  first_png = sorted(pathlib.Path(image_dir).glob('*.png'))[0]
+  start = time.perf_counter()
+  for _ in range(3):
+    input_pipeline.read_image(first_png)
+  png_s = (time.perf_counter() - start) / 3
+  shape = images[0].shape
+  rows.append({'source': 'png decode (tfds data source bound)', 'crop': None, 'workers': 1,
+               'crops_per_s': 1 / png_s, 'first_batch_s': None})
+  print(f'one {shape[1]}x{shape[0]} PNG decode: {png_s * 1e3:.0f} ms: a tfds data source '
+        f'delivers at most {1 / png_s:.0f} crops/s per worker process', flush=True)
   batch, batches = 32, (4 if quick else 40)
   for crop in ((96,) if quick else (96, 192, 256)):
     for kind in ('memory', *stores):

@@ -8,8 +8,9 @@ Writes a store of synthetic 480x480 sub-images (``--gigabytes`` of decoded pixel
 layout ``flax_sr.prepare`` writes; photos are not needed to measure reading), then trains
 EDSR-baseline x4 on it with ``--data_workers 2`` for ``--steps`` steps, sampling the resident
 memory (RSS) of the training process and its worker processes every 0.2 s. Prints a table and
-writes ``results.json``: the peak RSS of the training process, of all processes together, and
-the seconds from launch to the first finished step. The store is kept for reruns (delete the
+writes ``results.json``: the peak RSS of the training process, of all processes together, the
+seconds from the trainer's start to its first batch (its log line), and from launch to the
+first finished step (XLA compiling the step included). The store is kept for reruns (delete the
 workdir to free the disk).
 """
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -126,6 +128,7 @@ def main() -> int:
       first_step_s = time.perf_counter() - started
     time.sleep(0.2)
   output = process.stdout.read()
+  first_batch = re.search(r'Data: first batch ready ([0-9.]+) s', output)
   if process.returncode:
     print(output[-3000:])
     return 1
@@ -133,7 +136,9 @@ def main() -> int:
   result = {'store_decoded_gb': decoded / 1e9, 'store_files_gb': sum(
       (work / 'store' / s['file']).stat().st_size for s in manifest['shards']) / 1e9,
       'subimages': manifest['num_subimages'], 'data_workers': args.data_workers,
-      'steps': args.steps, 'peak_rss_largest_process_gib': peak_main / 2**30,
+      'steps': args.steps,
+      'first_batch_s': float(first_batch.group(1)) if first_batch else None,
+      'peak_rss_largest_process_gib': peak_main / 2**30,
       'peak_rss_all_processes_gib': peak_all / 2**30, 'first_step_s': first_step_s,
       'wall_s': wall, 'machine_memory_gib': os.sysconf('SC_PHYS_PAGES') *
       os.sysconf('SC_PAGE_SIZE') / 2**30}

@@ -16,7 +16,11 @@ from flax_sr.errors import UserError  # noqa: F401 (re-exported: flax_sr.config.
 
 # The choices of the options, here rather than beside the code that uses them so that flags are
 # checked without importing JAX (``models`` and ``train`` import them from here).
-DATASETS = ('stl10', 'folder', 'sample', 'prepared')
+DATASETS = ('stl10', 'folder', 'sample', 'prepared', 'div2k')
+# tfds div2k's configurations: they differ in the LR images only.
+DIV2K_CONFIGS = ('bicubic_x2', 'bicubic_x3', 'bicubic_x4', 'bicubic_x8', 'unknown_x2',
+                 'unknown_x3', 'unknown_x4', 'realistic_mild_x4', 'realistic_difficult_x4',
+                 'realistic_wild_x4')
 MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
 RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
@@ -106,6 +110,12 @@ class Config:
   eval_lr_data_dir: str | None = option(None,
       'paired evaluation: the LR partners of the --eval_data_dir images (named as for '
       '--lr_data_dir); the model and the baselines upscale these instead of bicubic LR')
+  div2k_config: str = option('bicubic_x4',
+      'with --dataset div2k: the tfds configuration (bicubic_x2/x3/x4/x8, unknown_x2/x3/x4, '
+      'realistic_mild/difficult/wild_x4); training uses its HR images, which all share')
+  eval_dataset_lr: bool = option(False,
+      "with --dataset div2k: evaluate on the configuration's own LR validation images (e.g. "
+      "unknown_x4's) instead of making bicubic LR from the HR")
   data_workers: int = option(0,
       'worker processes (grain) that read, crop and augment the training batches; 0: a thread '
       'of the training process (fastest for in-memory data). 2 or more for --dataset prepared')
@@ -362,6 +372,15 @@ class Config:
     if self.dataset == 'prepared' and not (self.data_dir and self.eval_data_dir):
       raise UserError('--dataset prepared needs --data_dir STORE (written by python -m '
                       'flax_sr.prepare IMAGE_DIR STORE) and --eval_data_dir DIR of HR images')
+    if self.div2k_config not in DIV2K_CONFIGS:
+      raise UserError(f'--div2k_config {self.div2k_config!r} is unknown; valid values: '
+                      f'{", ".join(DIV2K_CONFIGS)}')
+    if self.eval_dataset_lr and self.dataset != 'div2k':
+      raise UserError('--eval_dataset_lr applies to --dataset div2k (a folder of LR images: '
+                      '--eval_lr_data_dir)')
+    if self.eval_dataset_lr and f'_x{self.scale}' not in self.div2k_config:
+      raise UserError(f'--eval_dataset_lr: --div2k_config {self.div2k_config} is not x'
+                      f'{self.scale} (--hr_size {self.hr_size} / --input_size {self.input_size})')
     if self.data_workers < 0:
       raise UserError(f'--data_workers must be 0 or more, got {self.data_workers}')
     if self.dataset == 'folder' and not self.data_dir:

@@ -385,6 +385,165 @@ def load_stl10(data_dir: str | None, split: str, max_examples: int | None = None
   return ArraySource(np.concatenate(chunks), f'stl10/{split}')
 
 
+# DIV2K (tfds ``div2k``, configurations in ``config.DIV2K_CONFIGS``): training uses the HR.
+DIV2K_DOWNLOAD_HOST = ('data.vision.ee.ethz.ch', 443)
+
+
+def div2k_builder(data_dir: str | None, config_name: str, download: bool = True):
+  """The tfds DIV2K builder of ``config_name``, prepared; as ``stl10_builder``, a one-line
+  ``DataError`` in seconds when it is not prepared and cannot be downloaded."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  import tensorflow_datasets as tfds
+  if data_dir is not None:
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  builder = tfds.builder(f'div2k/{config_name}', data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  where = data_dir or builder.data_dir
+  ways_out = ('pass --data_dir of a prepared copy (tfds div2k, e.g. prepared with '
+              "file_format='array_record' to stream it), or cut the images into a store with "
+              'python -m flax_sr.prepare and use --dataset prepared')
+  if not download:
+    raise DataError(f'DIV2K ({config_name}) is not prepared in {where}; {ways_out}')
+  if not _host_reachable(DIV2K_DOWNLOAD_HOST):
+    raise DataError(f'DIV2K ({config_name}) is not prepared in {where} and its download host '
+                    f'{DIV2K_DOWNLOAD_HOST[0]} cannot be reached (offline?); {ways_out}')
+  logging.info('Downloading and preparing DIV2K %s (about 4 GB) into %s', config_name, where)
+  builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+  import io
+  from PIL import Image
+  with Image.open(io.BytesIO(data)) as image:
+    return np.asarray(image.convert('RGB'), dtype=np.uint8)
+
+
+class TfdsImageSource:
+  """HR crops from a tfds split read at random (``builder.as_data_source``: the split must be
+  prepared as ArrayRecord): only the images a batch needs are read and decoded (PNG, here, not
+  by TensorFlow). Picklable: worker processes open the data source themselves.
+
+  Crop positions are drawn as fractions of each image's free range (the sizes are known only
+  once an image is decoded), so a batch is still a pure function of its draws."""
+
+  def __init__(self, data_dir: str, config_name: str, split: str, crop_size: int,
+               patches_per_image: int, name: str, count: int):
+    self.data_dir, self.config_name, self.split = data_dir, config_name, split
+    self.crop_size = crop_size
+    self.name = name
+    self._image_of_example = np.arange(count * patches_per_image) % count
+    self._source = None
+
+  def _data_source(self):
+    if self._source is None:
+      import tensorflow_datasets as tfds
+      builder = tfds.builder(f'div2k/{self.config_name}', data_dir=self.data_dir)
+      self._source = builder.as_data_source(
+          self.split, decoders={'hr': tfds.decode.SkipDecoding(),
+                                'lr': tfds.decode.SkipDecoding()})
+    return self._source
+
+  def __getstate__(self):
+    return dict(self.__dict__, _source=None)
+
+  @property
+  def examples_per_epoch(self) -> int:
+    return len(self._image_of_example)
+
+  def gather(self, order: np.ndarray, rng: np.random.Generator, augment: bool,
+             keep: slice = slice(None)) -> np.ndarray:
+    size = self.crop_size
+    images = self._image_of_example[order]
+    fractions = rng.random((2, len(order)))
+    draws = augmentation_draws(rng, len(order)) if augment else None
+    images, fractions = images[keep], fractions[:, keep]
+    source = self._data_source()
+    batch = np.empty((len(images), size, size, 3), np.uint8)
+    for i, index in enumerate(images):
+      image = _decode_png(source[int(index)]['hr'])
+      h, w = image.shape[:2]
+      if min(h, w) < size:
+        raise DataError(f'{self.name}: image {index} is {w}x{h}, smaller than --hr_size {size}')
+      top, left = (int(f * (n - size + 1)) for f, n in zip(fractions[:, i], (h, w)))
+      batch[i] = image[top:top + size, left:left + size]
+    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+
+
+def _div2k_images(builder, split: str, keys: tuple[str, ...], limit: int | None = None
+                  ) -> list[dict[str, np.ndarray]]:
+  """Decoded images of a split in tfds' order, [{key: uint8 image}]: through the data source
+  for an ArrayRecord copy (tfds cannot ``as_dataset`` those), else through ``as_dataset``."""
+  import tensorflow_datasets as tfds
+  try:
+    source = builder.as_data_source(split, decoders={k: tfds.decode.SkipDecoding()
+                                                     for k in ('hr', 'lr')})
+  except Exception:  # a tfrecord copy: no random access
+    dataset = builder.as_dataset(split=split, shuffle_files=False,
+                                 read_config=tfds.ReadConfig(try_autocache=False))
+    if limit is not None:
+      dataset = dataset.take(limit)
+    return [{key: np.asarray(example[key]) for key in keys}
+            for example in tfds.as_numpy(dataset)]
+  count = len(source) if limit is None else min(limit, len(source))
+  return [{key: _decode_png(source[i][key]) for key in keys} for i in range(count)]
+
+
+def load_div2k_train(config) -> 'TfdsImageSource | FolderSource':
+  """DIV2K's 800 HR training images: streamed through the tfds data source when the split is
+  prepared as ArrayRecord, else (tfrecord, tfds' default) decoded into memory once."""
+  builder = div2k_builder(config.data_dir, config.div2k_config)
+  name = f'div2k/{config.div2k_config} train'
+  try:
+    count = len(builder.as_data_source('train'))
+  except Exception as error:  # tfds says so in several ways for non-random-access formats
+    splits = builder.info.splits
+    count = splits['train'].num_examples if splits else 800
+    logging.info('DIV2K in %s is not in a random-access format (%s): decoding its %d training '
+                 'images into memory', builder.data_dir, type(error).__name__, count)
+    needed = count * 2040 * 1400 * 3
+    if needed > 0.8 * _available_memory_bytes():
+      raise DataError(f'{name} needs about {needed / 2**30:.0f} GiB in memory, more than is '
+                      f'free; prepare it with file_format=array_record to stream it, or use '
+                      f'python -m flax_sr.prepare and --dataset prepared') from error
+    images = [e['hr'] for e in _div2k_images(builder, 'train', ('hr',))]  # decoded once
+    return FolderSource(images, [f'{i:04d}' for i in range(len(images))], config.hr_size,
+                        config.patches_per_image, name)
+  return TfdsImageSource(config.data_dir, config.div2k_config, 'train', config.hr_size, config.patches_per_image,
+                         name, count)
+
+
+def div2k_eval_set(config) -> 'EvalSet':
+  """DIV2K's validation images (0801-0900): HR, each cropped to a multiple of the scale; with
+  ``--eval_dataset_lr`` also the configuration's own LR images, which the evaluation then
+  upscales instead of a bicubic LR."""
+  builder = div2k_builder(config.data_dir, config.div2k_config)
+  keys = ('hr', 'lr') if config.eval_dataset_lr else ('hr',)
+  examples = _div2k_images(builder, 'validation', keys, config.eval_examples)
+  scale = config.scale
+  hr_images, lr_images = [], []
+  for example in examples:
+    hr = example['hr']
+    if config.eval_dataset_lr:
+      lr = example['lr']
+      if (hr.shape[0] // scale, hr.shape[1] // scale) != lr.shape[:2]:
+        raise DataError(f'div2k/{config.div2k_config}: an LR image is {lr.shape[1]}x'
+                        f'{lr.shape[0]} for an HR image of {hr.shape[1]}x{hr.shape[0]}: not '
+                        f'x{scale} (--input_size/--hr_size); use the configuration of your '
+                        f'scale')
+      hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
+      lr_images.append(lr)
+    else:
+      hr = hr[:hr.shape[0] - hr.shape[0] % scale, :hr.shape[1] - hr.shape[1] % scale]
+    hr_images.append(hr)
+  what = f'div2k/{config.div2k_config} validation' + (', its own LR' if lr_images else '')
+  return EvalSet(hr_images, [f'{801 + i:04d}' for i in range(len(hr_images))], what,
+                 lr_images=lr_images or None)
+
+
 # Pillow modes of one-channel files (with or without alpha): their own Y in the SR protocol.
 GRAY_MODES = frozenset({'1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'})
 
@@ -656,10 +815,16 @@ class TrainStream:
   def __iter__(self) -> Iterator[tuple[dict, tuple[int, int]]]:
     return self
 
-  def __next__(self):
+  def start(self) -> 'TrainStream':
+    """Starts producing (and the worker processes) now, e.g. while the train step compiles;
+    ``next`` starts it otherwise."""
     if self._thread is None:
       self._thread = threading.Thread(target=self._produce, daemon=True)
       self._thread.start()
+    return self
+
+  def __next__(self):
+    self.start()
     batch, position, loader_state = self._queue.get()
     if isinstance(batch, BaseException):
       raise batch
@@ -707,6 +872,8 @@ def make_train_source(config, progress=None):
     return load_stl10(config.data_dir, STL10_TRAIN_SPLIT, progress=progress)
   if config.dataset == 'sample':
     return load_sample('train')
+  if config.dataset == 'div2k':
+    return load_div2k_train(config)
   if config.dataset == 'prepared':
     from flax_sr import subimage_store
     store = subimage_store.SubimageStore(config.data_dir)
@@ -764,6 +931,8 @@ def make_eval_set(config) -> EvalSet:
   if config.dataset == 'stl10':
     source = load_stl10(config.data_dir, STL10_EVAL_SPLIT, max_examples=limit)
     return EvalSet(source.images, [f'{i:05d}' for i in range(len(source))], source.name)
+  if config.dataset == 'div2k' and config.eval_data_dir is None:
+    return div2k_eval_set(config)
   if config.dataset == 'sample' and config.eval_data_dir is None:
     source = load_sample('eval')
     images = source.images[:limit]

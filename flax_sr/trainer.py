@@ -307,7 +307,7 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
       train_source, config.batch_size, seed=config.seed, augment=config.augment,
       position=position, process_index=jax.process_index(), process_count=jax.process_count(),
       put=lambda batch: parallel.put_batch(batch, mesh), workers=config.data_workers,
-      loader_state=loader_state)
+      loader_state=loader_state).start()  # reading (and worker start-up) overlaps compiling
 
   def meta() -> dict[str, Any]:
     return {'position': list(position), 'train_seconds': train_seconds,
@@ -346,6 +346,9 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
       while step < total_steps:
         step_start = time.perf_counter()
         batch, position = next(stream)
+        if pending is None:  # the first step of this start
+          logging.info('Data: first batch ready %.1f s after the start',
+                       time.perf_counter() - wall_start)
         state, step_metrics = train_step(state, batch)
         step += 1
         window_steps += 1

@@ -82,9 +82,9 @@ def run_python(code: str):
 def test_flags_presets_and_help_need_no_jax():
   code = '''
 import contextlib, io, sys
-from flax_sr import benchmark, cli, evaluate, main, predict
+from flax_sr import benchmark, cli, evaluate, main, predict, prepare
 from flax_sr.config import UserError
-for tool in (main, evaluate, predict, benchmark):
+for tool in (main, evaluate, predict, benchmark, prepare):
   with contextlib.redirect_stdout(io.StringIO()):
     try:
       tool.main(['--help'])
