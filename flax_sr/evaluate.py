@@ -16,7 +16,7 @@ import pathlib
 import sys
 
 from flax_sr import cli
-from flax_sr.config import UserError
+from flax_sr.config import DIV2K_CONFIGS, UserError
 
 def save_outputs(upscaler, eval_set, scale: int, directory: str):
   """Writes the model's SR output of every evaluation image as PNG, named after the HR file."""
@@ -36,9 +36,16 @@ def main(argv=None) -> int:
       description='Evaluate a trained model against bicubic and nearest-neighbour baselines '
                   '(PSNR/SSIM on Y and RGB, shave = scale).')
   cli.add_model_source_flags(parser)
-  parser.add_argument('--dataset', choices=('stl10', 'folder', 'sample'),
-                      help="evaluation data (default: the run's own)")
-  parser.add_argument('--data_dir', help='tfds data dir (stl10) or folder of HR images (folder)')
+  parser.add_argument('--dataset', choices=('stl10', 'folder', 'sample', 'div2k'),
+                      help="evaluation data (default: the run's own); div2k: its 100 "
+                           'validation images (tfds)')
+  parser.add_argument('--data_dir', help='tfds data dir (stl10, div2k) or folder of HR images '
+                                         '(folder)')
+  parser.add_argument('--div2k_config', choices=DIV2K_CONFIGS,
+                      help='with --dataset div2k: the tfds configuration (default bicubic_x4)')
+  parser.add_argument('--eval_dataset_lr', action='store_true',
+                      help="with --dataset div2k: upscale the configuration's own LR images "
+                           '(e.g. unknown_x4) instead of a bicubic LR made from the HR')
   parser.add_argument('--lr_data_dir',
                       help='with --dataset folder: real LR partners of the --data_dir images '
                            '(paired evaluation, matched by name as in training; the LR is used '
@@ -59,6 +66,8 @@ def main(argv=None) -> int:
                            'slower, reported as "model+"')
   args = parser.parse_args(argv)
   degradation = cli.degradation_from_flags(args)  # bad options: one line, before any loading
+  if (args.div2k_config or args.eval_dataset_lr) and args.dataset != 'div2k':
+    raise UserError('--div2k_config and --eval_dataset_lr go with --dataset div2k')
   if args.lr_data_dir and args.dataset != 'folder':
     raise UserError('--lr_data_dir needs --dataset folder --data_dir HR_DIR (the HR partners)')
 
@@ -72,13 +81,16 @@ def main(argv=None) -> int:
   if args.dataset:
     config.dataset, config.data_dir, config.eval_data_dir = args.dataset, args.data_dir, None
     config.lr_data_dir = config.eval_lr_data_dir = None
+    config.eval_dataset_lr = args.eval_dataset_lr
+    if args.div2k_config:
+      config.div2k_config = args.div2k_config
     if args.dataset == 'folder':
       if not args.data_dir:
         raise UserError('--dataset folder needs --data_dir DIR of HR images')
       config.eval_data_dir, config.eval_lr_data_dir = args.data_dir, args.lr_data_dir
   elif args.data_dir:
     config.data_dir = args.data_dir
-  if degradation is not None and config.eval_lr_data_dir:
+  if degradation is not None and (config.eval_lr_data_dir or config.eval_dataset_lr):
     raise UserError('--degradation makes the LR inputs; it does not combine with paired LR '
                     'images (--lr_data_dir, or the run\'s own --eval_lr_data_dir)')
   if args.eval_examples is not None:

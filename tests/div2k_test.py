@@ -4,6 +4,7 @@ prepared as ArrayRecord, decoded into memory when prepared as tfrecord; and unde
 ``tfds.testing.mock_data``."""
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -26,8 +27,9 @@ def _write_split(root: pathlib.Path, hr_folder: str, lr_folder: str, ids, rng) -
   for i in ids:
     hr = rng.integers(0, 256, (48 + 4 * (i % 3), 64, 3), dtype=np.uint8)
     Image.fromarray(hr).save(hr_dir / f'{i:04d}.png')
-    lr = Image.fromarray(hr).resize((hr.shape[1] // 4, hr.shape[0] // 4),
-                                    Image.Resampling.BICUBIC)
+    # Darkened, so that an evaluation on the dataset's own LR is told from one on bicubic LR.
+    lr = Image.fromarray(np.asarray(Image.fromarray(hr).resize(
+        (hr.shape[1] // 4, hr.shape[0] // 4), Image.Resampling.BICUBIC)) // 2)
     lr.save(lr_dir / f'{i:04d}x4.png')
     images[i] = (hr, np.asarray(lr))
   return images
@@ -113,6 +115,15 @@ def test_training_a_few_steps_on_div2k_with_a_worker(div2k_dirs, tmp_path):
   summary = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['step'] == 2 and summary['num_eval_images'] == 2
   assert summary['eval_dataset'] == 'div2k/bicubic_x4 validation'
+  from flax_sr import evaluate
+  out = tmp_path / 'own_lr.json'
+  assert evaluate.main(['--workdir', str(tmp_path / 'run'), '--dataset', 'div2k', '--data_dir',
+                        div2k_dirs['array_record'], '--eval_dataset_lr', '--lpips', 'none',
+                        '--output_json', str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert result['dataset'].endswith('its own LR') and result['num_images'] == 2
+  # The bicubic row upscales tfds' (darkened) LR, not MATLAB's bicubic of the HR.
+  assert result['bicubic']['psnr_y'] < summary['eval']['bicubic']['psnr_y'] - 1.0
 
 
 def test_not_prepared_is_a_one_line_error_in_seconds(tmp_path, monkeypatch):
