@@ -67,8 +67,7 @@ class ArraySource:
     """Examples ``order[keep]``, augmented with the draws the whole ``order`` makes (so each
     process of a multi-host run gathers only its slice and still gets the same images)."""
     draws = augmentation_draws(rng, len(order)) if augment else None
-    batch = self.images[order[keep]]
-    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+    return augmented(self.images[order[keep]], draws, keep)
 
 
 class FolderSource:
@@ -110,14 +109,12 @@ class FolderSource:
     a multi-host run does the per-image work of its own slice alone."""
     size = self.crop_size
     images = self._image_of_example[order]
-    tops = rng.integers(0, self._heights[images] - size + 1)
-    lefts = rng.integers(0, self._widths[images] - size + 1)
-    draws = augmentation_draws(rng, len(order)) if augment else None
-    images, tops, lefts = images[keep], tops[keep], lefts[keep]
-    batch = np.empty((len(images), size, size, 3), np.uint8)
-    for i, (index, top, left) in enumerate(zip(images, tops, lefts)):
+    tops, lefts, draws = crop_draws(rng, self._heights[images], self._widths[images], size,
+                                    augment)
+    batch = np.empty((len(images[keep]), size, size, 3), np.uint8)
+    for i, (index, top, left) in enumerate(zip(images[keep], tops[keep], lefts[keep])):
       batch[i] = self.image_list[index][top:top + size, left:left + size]
-    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+    return augmented(batch, draws, keep)
 
 
 class PairedFolderSource:
@@ -149,20 +146,16 @@ class PairedFolderSource:
     """Aligned crops ``{'hr', 'lr'}`` for examples ``order[keep]`` (draws as ``FolderSource``)."""
     scale, lr_size = self.scale, self.crop_size // self.scale
     images = self._image_of_example[order]
-    tops = rng.integers(0, self._lr_heights[images] - lr_size + 1)
-    lefts = rng.integers(0, self._lr_widths[images] - lr_size + 1)
-    draws = augmentation_draws(rng, len(order)) if augment else None
-    images, tops, lefts = images[keep], tops[keep], lefts[keep]
-    hr = np.empty((len(images), self.crop_size, self.crop_size, 3), np.uint8)
-    lr = np.empty((len(images), lr_size, lr_size, 3), np.uint8)
-    for i, (index, top, left) in enumerate(zip(images, tops, lefts)):
+    tops, lefts, draws = crop_draws(rng, self._lr_heights[images], self._lr_widths[images],
+                                    lr_size, augment)
+    count = len(images[keep])
+    hr = np.empty((count, self.crop_size, self.crop_size, 3), np.uint8)
+    lr = np.empty((count, lr_size, lr_size, 3), np.uint8)
+    for i, (index, top, left) in enumerate(zip(images[keep], tops[keep], lefts[keep])):
       lr[i] = self.lr_images[index][top:top + lr_size, left:left + lr_size]
       hr[i] = self.hr_images[index][top * scale:(top + lr_size) * scale,
                                     left * scale:(left + lr_size) * scale]
-    if augment:
-      flips, turns = (d[keep] for d in draws)
-      hr, lr = augment_batch(hr, flips, turns), augment_batch(lr, flips, turns)
-    return {'hr': hr, 'lr': lr}
+    return {'hr': augmented(hr, draws, keep), 'lr': augmented(lr, draws, keep)}
 
 
 class StoreSource:
@@ -194,14 +187,13 @@ class StoreSource:
     the kept records are read."""
     size = self.crop_size
     records = self._record_of_example[order]
-    tops = rng.integers(0, self.store.heights[records] - size + 1)
-    lefts = rng.integers(0, self.store.widths[records] - size + 1)
-    draws = augmentation_draws(rng, len(order)) if augment else None
-    records, tops, lefts = records[keep], tops[keep], lefts[keep]
-    batch = np.empty((len(records), size, size, 3), np.uint8)
-    for i, (image, top, left) in enumerate(zip(self.store.read_many(records), tops, lefts)):
+    tops, lefts, draws = crop_draws(rng, self.store.heights[records],
+                                    self.store.widths[records], size, augment)
+    batch = np.empty((len(records[keep]), size, size, 3), np.uint8)
+    for i, (image, top, left) in enumerate(zip(self.store.read_many(records[keep]), tops[keep],
+                                               lefts[keep])):
       batch[i] = image[top:top + size, left:left + size]
-    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+    return augmented(batch, draws, keep)
 
 
 # Name endings that mark a file as the HR or LR member of a pair and are not part of the pair's
@@ -294,6 +286,20 @@ def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
 def augmentation_draws(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
   """For each of ``count`` images: flip it horizontally (0/1), and how many quarter turns."""
   return rng.integers(0, 2, count), rng.integers(0, 4, count)
+
+
+def crop_draws(rng: np.random.Generator, heights: np.ndarray, widths: np.ndarray, size: int,
+               augment: bool):
+  """The random choices of a batch of ``size`` crops from images of these sizes, drawn for the
+  whole (global) batch in one fixed order: (tops, lefts, augmentation draws or None)."""
+  tops = rng.integers(0, heights - size + 1)
+  lefts = rng.integers(0, widths - size + 1)
+  return tops, lefts, augmentation_draws(rng, len(heights)) if augment else None
+
+
+def augmented(batch: np.ndarray, draws, keep: slice) -> np.ndarray:
+  """``batch`` (the kept examples) with their part of ``draws`` applied (None: as it is)."""
+  return batch if draws is None else augment_batch(batch, *(d[keep] for d in draws))
 
 
 def augment_batch(batch: np.ndarray, flips: np.ndarray, turns: np.ndarray) -> np.ndarray:
@@ -470,7 +476,7 @@ class TfdsImageSource:
         raise DataError(f'{self.name}: image {index} is {w}x{h}, smaller than --hr_size {size}')
       top, left = (int(f * (n - size + 1)) for f, n in zip(fractions[:, i], (h, w)))
       batch[i] = image[top:top + size, left:left + size]
-    return augment_batch(batch, *(d[keep] for d in draws)) if augment else batch
+    return augmented(batch, draws, keep)
 
 
 def _div2k_images(builder, split: str, keys: tuple[str, ...], limit: int | None = None
