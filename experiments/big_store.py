@@ -55,14 +55,16 @@ def write_synthetic_store(directory: pathlib.Path, gigabytes: float, size: int =
     records = min(per_shard, count - first)
     for i in range(records):
       image = bases[(first + i) % 16] ^ rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
-      writer.write(subimage_store.encode_record(image))
+      for record in subimage_store.encode_bands(image, subimage_store.BAND_ROWS):
+        writer.write(record)
     writer.close()
-    shards.append({'file': name, 'records': records, 'sha256': subimage_store.sha256(
+    shards.append({'file': name, 'subimages': records, 'sha256': subimage_store.sha256(
         directory / name), 'images': [], 'skipped': [], 'sizes': [[size, size]] * records})
     print(f'\rwriting the store: {first + records}/{count} sub-images '
           f'({time.perf_counter() - started:.0f} s)', end='', flush=True)
   print()
-  manifest = {'format': subimage_store.FORMAT, 'crop_size': size, 'step': size,
+  manifest = {'format': subimage_store.FORMAT, 'band_rows': subimage_store.BAND_ROWS,
+              'crop_size': size, 'step': size,
               'thresh_size': 0, 'compression': 'none', 'images_per_shard': per_shard,
               'source': 'synthetic', 'num_source_images': 0, 'num_subimages': count,
               'num_images': 0, 'skipped': [], 'shards': shards}

@@ -189,10 +189,7 @@ class StoreSource:
     records = self._record_of_example[order]
     tops, lefts, draws = crop_draws(rng, self.store.heights[records],
                                     self.store.widths[records], size, augment)
-    batch = np.empty((len(records[keep]), size, size, 3), np.uint8)
-    for i, (image, top, left) in enumerate(zip(self.store.read_many(records[keep]), tops[keep],
-                                               lefts[keep])):
-      batch[i] = image[top:top + size, left:left + size]
+    batch = self.store.read_crops(records[keep], tops[keep], lefts[keep], size)
     return augmented(batch, draws, keep)
 
 

@@ -62,7 +62,8 @@ def prepare(image_dir, out_dir, crop_size: int = 480, step: int = 240, thresh_si
     raise UserError(f'no PNG/JPEG/BMP image under {image_dir}')
   root = pathlib.Path(image_dir)
   names = [str(p.relative_to(root)) for p in paths]
-  settings = {'format': store.FORMAT, 'crop_size': crop_size, 'step': step,
+  settings = {'format': store.FORMAT, 'band_rows': store.BAND_ROWS, 'crop_size': crop_size,
+              'step': step,
               'thresh_size': thresh_size, 'compression': compression,
               'images_per_shard': images_per_shard, 'source': str(root.absolute()),
               'num_source_images': len(paths)}
@@ -107,17 +108,18 @@ def prepare(image_dir, out_dir, crop_size: int = 480, step: int = 240, thresh_si
         bar.update(1)
         continue
       for sub in store.cut_subimages(image, crop_size, step, thresh_size):
-        writer.write(store.encode_record(sub))
+        for record in store.encode_bands(sub, store.BAND_ROWS):
+          writer.write(record)
         sizes.append(sub.shape[:2])
       used.append(name)
       bar.update(1)
     writer.close()
     os.replace(temporary, out / file_name)
-    done.append({'file': file_name, 'records': len(sizes), 'sha256': store.sha256(out / file_name),
+    done.append({'file': file_name, 'subimages': len(sizes), 'sha256': store.sha256(out / file_name),
                  'images': used, 'skipped': skipped, 'sizes': [list(map(int, s)) for s in sizes]})
     store.write_json(progress_path, {'settings': settings, 'shards': done})
   bar.close()
-  manifest = dict(settings, num_subimages=sum(s['records'] for s in done),
+  manifest = dict(settings, num_subimages=sum(s['subimages'] for s in done),
                   num_images=sum(len(s['images']) for s in done),
                   skipped=[name for s in done for name in s['skipped']], shards=done)
   store.write_json(out / store.MANIFEST, manifest)

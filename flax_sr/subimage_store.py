@@ -8,9 +8,11 @@ with ``--dataset prepared --data_dir OUT_DIR``.
 Layout of ``OUT_DIR``:
 
 * ``subimages-NNNNN.array_record``: ArrayRecord shards (random access by record index), one
-  per ``images_per_shard`` source images. A record is a 12-byte header (height, width,
-  channels as little-endian uint32) and the raw uint8 pixels (zstd-compressed with
-  ``--compression zstd``): reading one is a copy, not a PNG decode.
+  per ``images_per_shard`` source images. Each sub-image is stored as bands of ``band_rows``
+  rows, one record per band: a 12-byte header (rows, width, channels as little-endian uint32)
+  and the raw uint8 pixels (zstd-compressed with ``--compression zstd``). A crop reads only the
+  bands it overlaps (a 192 px crop of a 480 px sub-image: 7 of 15 bands of 32 rows), and
+  reading a band is a copy, not a PNG decode: array-record's cost is per byte read.
 * ``manifest.json``: the settings, and per shard its file name, record count, SHA-256, its
   source images and each record's height and width (a crop position is drawn without reading
   the record). Written last: a store without it is incomplete.
@@ -29,7 +31,8 @@ import numpy as np
 
 from flax_sr.errors import UserError
 
-FORMAT = 'flax_sr-subimages-1'
+FORMAT = 'flax_sr-subimages-2'
+BAND_ROWS = 32
 MANIFEST = 'manifest.json'
 PROGRESS = 'progress.json'
 _HEADER = np.dtype('<u4')
@@ -58,6 +61,12 @@ def cut_subimages(image: np.ndarray, size: int, step: int, thresh_size: int
   return [image[top:top + size, left:left + size]
           for top in subimage_starts(h, size, step, thresh_size)
           for left in subimage_starts(w, size, step, thresh_size)]
+
+
+def encode_bands(image: np.ndarray, band_rows: int) -> list[bytes]:
+  """The records of one sub-image: its bands of ``band_rows`` rows (the last may be shorter)."""
+  return [encode_record(image[top:top + band_rows])
+          for top in range(0, image.shape[0], band_rows)]
 
 
 def encode_record(image: np.ndarray) -> bytes:
@@ -108,7 +117,8 @@ class SubimageStore:
     except (OSError, ValueError) as error:
       raise StoreError(f'{manifest_path} is unreadable: {error}') from error
     if self.manifest.get('format') != FORMAT:
-      raise StoreError(f'{manifest_path} is not a {FORMAT} manifest')
+      raise StoreError(f'{manifest_path} is not a {FORMAT} manifest (a store from another '
+                       f'flax_sr version: prepare it again)')
     shards = self.manifest['shards']
     for shard in shards:
       path = self.directory / shard['file']
@@ -121,6 +131,11 @@ class SubimageStore:
     sizes = np.array([size for shard in shards for size in shard['sizes']], np.int64)
     sizes = sizes.reshape(-1, 2)
     self.heights, self.widths = sizes[:, 0], sizes[:, 1]
+    self.band_rows = int(self.manifest['band_rows'])
+    # Sub-image i is records first_record[i] .. first_record[i] + bands[i] - 1 (the shards'
+    # records numbered in order, as the data source numbers them).
+    bands = -(-self.heights // self.band_rows)
+    self.first_record = np.concatenate([[0], np.cumsum(bands)[:-1]]).astype(np.int64)
     self._source = None
 
   def __len__(self) -> int:
@@ -133,10 +148,36 @@ class SubimageStore:
     return self._source
 
   def __getitem__(self, index: int) -> np.ndarray:
-    return decode_record(self._reader()[int(index)])
+    index = int(index)
+    return self.read_crops([index], [0], [0], (self.heights[index], self.widths[index]))[0]
 
-  def read_many(self, indices: Sequence[int]) -> list[np.ndarray]:
-    return [decode_record(r) for r in self._reader().__getitems__([int(i) for i in indices])]
+  def read_crops(self, indices: Sequence[int], tops: Sequence[int], lefts: Sequence[int],
+                 size) -> np.ndarray:
+    """Crops of ``size`` (an int, or (height, width)) at (top, left) of sub-images
+    ``indices``, as one uint8 array; reads only the bands each crop overlaps, all in one
+    batched read."""
+    height, width = (size, size) if np.ndim(size) == 0 else size
+    band = self.band_rows
+    spans = []  # (first band, number of bands) of each crop
+    records = []
+    for index, top in zip(indices, tops):
+      first, last = top // band, (top + height - 1) // band
+      spans.append((first, last - first + 1))
+      records.extend(range(self.first_record[index] + first,
+                           self.first_record[index] + last + 1))
+    data = self._reader().__getitems__([int(r) for r in records]) if records else []
+    out = np.empty((len(spans), height, width, 3), np.uint8)
+    position = 0
+    for i, ((first, count), top, left) in enumerate(zip(spans, tops, lefts)):
+      row = 0
+      for k in range(count):
+        pixels = decode_record(data[position + k])
+        start = top - (first + k) * band if k == 0 else 0
+        rows = min(pixels.shape[0] - start, height - row)
+        out[i, row:row + rows] = pixels[start:start + rows, left:left + width]
+        row += rows
+      position += count
+    return out
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != '_source'} | {'_source': None}

@@ -45,7 +45,7 @@ def test_prepared_store_holds_the_subimages_with_counts_and_checksums(tmp_path):
   assert len(store) == manifest['num_subimages'] == len(expected) == 4 * 3 + 2 * 2 + 2 * 3
   assert manifest['num_images'] == 3 and manifest['skipped'] == ['broken.png']
   # Sorted by name: (broken.png, img0.png), (img1.png, img2.png).
-  assert [s['records'] for s in manifest['shards']] == [12, 4 + 6]
+  assert [s['subimages'] for s in manifest['shards']] == [12, 4 + 6]
   for i, sub in enumerate(expected):
     np.testing.assert_array_equal(store[i], sub)
   np.testing.assert_array_equal(store.heights, [s.shape[0] for s in expected])
@@ -60,6 +60,28 @@ def test_prepared_store_holds_the_subimages_with_counts_and_checksums(tmp_path):
     subimage_store.SubimageStore(tmp_path / 'store', verify=True)
   with pytest.raises(subimage_store.StoreError, match='holds no prepared store'):
     subimage_store.SubimageStore(tmp_path / 'hr')
+
+
+def test_crops_read_only_the_bands_they_overlap(tmp_path):
+  images = make_images(tmp_path / 'hr', [(100, 120), (70, 90)])
+  prepare.prepare(tmp_path / 'hr', tmp_path / 'store', crop_size=80, step=40, progress=False)
+  store = subimage_store.SubimageStore(tmp_path / 'store')
+  expected = [sub for image in images for sub in subimage_store.cut_subimages(image, 80, 40, 0)]
+  assert store.band_rows == 32 and len(store) == len(expected)
+  rng = np.random.default_rng(0)
+  indices = rng.integers(0, len(store), 20)
+  tops, lefts = rng.integers(0, 80 - 37 + 1, 20), rng.integers(0, 80 - 37 + 1, 20)
+  crops = store.read_crops(indices, tops, lefts, 37)
+  for crop, i, top, left in zip(crops, indices, tops, lefts):
+    np.testing.assert_array_equal(crop, expected[i][top:top + 37, left:left + 37])
+  read = []
+  reader = store._reader()
+  original = reader.__getitems__
+  reader.__getitems__ = lambda records: read.append(len(records)) or original(records)
+  store.read_crops([0], [0], [0], 32)    # rows 0-31: the first band only
+  store.read_crops([0], [30], [0], 40)   # rows 30-69: three of the three bands (32, 32, 16)
+  store.read_crops([1], [48], [0], 32)   # rows 48-79: the last two
+  assert read == [1, 3, 2]
 
 
 def test_an_interrupted_preparation_continues_where_it_stopped(tmp_path, monkeypatch):
