@@ -378,7 +378,7 @@ class Config:
     if self.eval_dataset_lr and self.dataset != 'div2k':
       raise UserError('--eval_dataset_lr applies to --dataset div2k (a folder of LR images: '
                       '--eval_lr_data_dir)')
-    if self.eval_dataset_lr and f'_x{self.scale}' not in self.div2k_config:
+    if self.eval_dataset_lr and not self.div2k_config.endswith(f'_x{self.scale}'):
       raise UserError(f'--eval_dataset_lr: --div2k_config {self.div2k_config} is not x'
                       f'{self.scale} (--hr_size {self.hr_size} / --input_size {self.input_size})')
     if self.data_workers < 0:
@@ -444,17 +444,15 @@ class Config:
   def _validate_distributed(self) -> None:
     given = [name for name in ('coordinator_address', 'num_processes', 'process_id')
              if getattr(self, name) is not None]
-    if given and len(given) < 3:
-      raise UserError('--coordinator_address, --num_processes and --process_id go together '
-                      f'(got only {", ".join("--" + name for name in given)})')
-    if not given:
-      pass
-    elif self.num_processes < 1:
-      raise UserError(f'--num_processes must be a positive integer, got {self.num_processes}')
-    elif not 0 <= self.process_id < self.num_processes:
-      raise UserError(f'--process_id must be in 0..{self.num_processes - 1} (--num_processes '
-                      f'{self.num_processes}), got {self.process_id}')
-    else:
+    if given:
+      if len(given) < 3:
+        raise UserError('--coordinator_address, --num_processes and --process_id go together '
+                        f'(got only {", ".join("--" + name for name in given)})')
+      if self.num_processes < 1:
+        raise UserError(f'--num_processes must be a positive integer, got {self.num_processes}')
+      if not 0 <= self.process_id < self.num_processes:
+        raise UserError(f'--process_id must be in 0..{self.num_processes - 1} (--num_processes '
+                        f'{self.num_processes}), got {self.process_id}')
       host, _, port = self.coordinator_address.rpartition(':')
       if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f'--coordinator_address must be HOST:PORT (e.g. node0:12345), got '

@@ -750,7 +750,7 @@ class TrainStream:
   def epoch_order(self, epoch: int) -> np.ndarray:
     return self.maker.epoch_order(epoch)
 
-  def make_batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> dict:
+  def make_batch(self, epoch: int, index: int) -> dict:
     """The local part of global batch ``index`` of ``epoch`` (a pure function of its inputs)."""
     return self.maker.batch(epoch, index)
 
