@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from flax_sr import host_allocator, inference, input_pipeline, models, parallel  # noqa: E402
+from flax_sr import host_allocator, inference, input_pipeline, models, parallel, resize  # noqa: E402
 from flax_sr import train as train_lib  # noqa: E402
 
 TORCH_PEER = pathlib.Path(__file__).resolve().parent.parent.parent / 'shared' / 'peers' / 'torch_seed_bench.py'
@@ -383,6 +383,45 @@ def bench_inference(quick: bool) -> list[dict]:
   return rows
 
 
+def bench_eval_buckets(folder: str, count: int, pretrained: str, bucket_counts) -> list[dict]:
+  """``evaluate``'s wall time on the first ``count`` images of ``folder`` (different sizes, a
+  benchmark set's situation) with each number of shape buckets: compilations included, as a
+  user waits for them. Every row must give the same table (checked here)."""
+  from flax_sr import evaluation, lpips, shape_buckets
+  loaded = inference.load_pretrained(pretrained)
+  scale = loaded.model.scale
+  paths = sorted(pathlib.Path(folder).glob('*.png'))[:count]
+  images = [resize.crop_to_multiple(input_pipeline.read_image(p), scale) for p in paths]
+  eval_set = input_pipeline.EvalSet(images, [p.stem for p in paths], pathlib.Path(folder).name,
+                                    np.zeros(len(images), bool))
+  mesh = parallel.make_mesh()
+  variables = parallel.put_replicated(loaded.variables, mesh)
+  weights = lpips.installed_weights('alex')
+  rows, first = [], None
+  for buckets in bucket_counts:
+    eval_fn = parallel.compile_eval_sums(mesh, loaded.model, weights,
+                                         baselines=('bicubic', 'nearest'))
+    start = time.perf_counter()
+    table = evaluation.evaluate_images(eval_fn, variables, eval_set, mesh, 1, buckets)
+    seconds = time.perf_counter() - start
+    own_shapes = [i.shape[:2] for i in images]
+    shapes = shape_buckets.plan_buckets(own_shapes, buckets) if buckets else own_shapes
+    first = first or table
+    rows.append({'shape_buckets': buckets, 'images': len(images),
+                 'compilations': len(set(shapes)),
+                 'padded_pixels_ratio': (sum(h * w for h, w in shapes)
+                                         / sum(h * w for h, w in own_shapes)),
+                 'seconds': seconds, 'psnr_y': table['model']['psnr_y'],
+                 'max_abs_diff_vs_first': max(abs(table[r][m] - first[r][m])
+                                              for r in first for m in first[r])})
+    r = rows[-1]
+    print(f'shape_buckets {buckets}: {r["compilations"]:2d} compilations, '
+          f'{r["padded_pixels_ratio"]:.2f}x pixels, {seconds:6.1f} s, PSNR-Y '
+          f'{r["psnr_y"]:.4f} (max diff of any number vs the first row '
+          f'{r["max_abs_diff_vs_first"]:.1e})', flush=True)
+  return rows
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help='tiny sizes and few steps (CI)')
@@ -413,6 +452,13 @@ def main(argv=None) -> int:
                            'photos, made once under --pipeline_workdir)')
   parser.add_argument('--pipeline_workdir', default='/tmp/flax_sr_pipeline_bench',
                       help='with --pipeline: where the synthetic photos and the store go')
+  parser.add_argument('--eval_buckets', metavar='DIR',
+                      help='only the evaluation-compile table: evaluate --pretrained x3 on the '
+                           'first --eval_count images of DIR (PNG, different sizes) with 0 (a '
+                           'compilation per shape), 1, 2 and 4 shape buckets (writes '
+                           '--output_json); no model rows')
+  parser.add_argument('--eval_count', type=int, default=14,
+                      help='with --eval_buckets: how many images (default 14, as Set14)')
   parser.add_argument('--output_json', help='write the training rows as JSON')
   parser.add_argument('--gan', metavar='PRESET', nargs='?', const='esrgan_cpu_gan_x4',
                       help='also time the GAN step of this preset (default esrgan_cpu_gan_x4) '
@@ -428,6 +474,12 @@ def main(argv=None) -> int:
   features = 8 if args.quick else 64
 
   print(f'device: {device_name()}; jax {jax.__version__}; devices {jax.device_count()}')
+  if args.eval_buckets:
+    rows = bench_eval_buckets(args.eval_buckets, args.eval_count, 'x3', (0, 1, 2, 4))
+    if args.output_json:
+      pathlib.Path(args.output_json).write_text(json.dumps(
+          {'device': device_name(), 'eval_buckets': rows}, indent=2))
+    return 0
   if args.pipeline:
     rows = bench_streaming(args.quick, args.pipeline_images, args.pipeline_workdir)
     if args.output_json:

@@ -34,7 +34,7 @@ import numpy as np
 
 from flax_sr import cli
 from flax_sr import input_pipeline
-from flax_sr.config import UserError
+from flax_sr.config import Config, UserError
 
 # The standard benchmark sets in table order, with the folder names they go by.
 STANDARD_SETS = (('Set5', ('set5',)), ('Set14', ('set14',)), ('B100', ('b100', 'bsd100')),
@@ -121,80 +121,112 @@ def load_set(name: str, folder: pathlib.Path, scale: int) -> BenchmarkSet:
 
 
 class Scorer:
-  """Protocol numbers of several same-size outputs against one HR image, compiled once per
-  image shape (each row is scored exactly as ``metrics.sr_metrics`` scores a batch)."""
+  """Protocol numbers of several same-size outputs against one HR image (each row scored
+  exactly as ``metrics.sr_metrics`` scores a batch). Compiled once per image shape or, given
+  a ``bucket`` (``shape_buckets``), once per bucket: the image is padded into it, the padding
+  edge-filled for the resizes and masked in the scores, so the numbers do not change."""
 
   def __init__(self, scale: int, lpips_weights=None, degradation=None, degradation_seed=0):
     import jax
     import jax.numpy as jnp
-    from flax_sr import degradations, lpips, metrics, resize, train
+    from flax_sr import degradations, lpips, metrics, resize, shape_buckets, train
     self.scale = scale
     self.metrics = METRICS + ('lpips',) * (lpips_weights is not None)
     self._lpips_weights = lpips_weights
-    self._lpips = jax.jit(lambda weights, rows, hr: lpips.lpips_distance(
-        weights, metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape)))
-    self._score = jax.jit(lambda rows, hr, gray: metrics.sr_metrics(
-        metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape), scale, gray))
+    self._pad_into = shape_buckets.pad_into
+
+    def sizes(size, n):
+      return None if size is None else jnp.broadcast_to(jnp.asarray(size), (n, 2))
+
+    def fill(image, size):  # one (H, W, C) image, edge-filled beyond its real ``size``
+      return image if size is None else shape_buckets.edge_fill(image[None], sizes(size, 1))[0]
+    self._lpips = jax.jit(lambda weights, rows, hr, size: lpips.lpips_distance(
+        weights, metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape),
+        valid_hw=sizes(size, len(rows))))
+    self._score = jax.jit(lambda rows, hr, gray, size: metrics.sr_metrics(
+        metrics.to_float(rows), jnp.broadcast_to(metrics.to_float(hr), rows.shape), scale, gray,
+        sizes(size, len(rows))))
     self._seed = degradation_seed
+    self._realistic = degradation is not None
     if degradation is None:
-      self._degrade = jax.jit(lambda hr, seed, index: train.degrade(hr, scale))
-    else:  # image i of a set: realesrgan with fold_in(key(seed), i), as evaluate does
-      self._degrade = jax.jit(lambda hr, seed, index: degradations.evaluation_lr(
+      self._degrade = jax.jit(lambda hr, size, seed, index: train.degrade(fill(hr, size), scale))
+    else:  # image i of a set: realesrgan with fold_in(key(seed), i), as evaluate does; its
+      # random noise depends on the image's shape, so it runs at the image's own shape
+      self._degrade = jax.jit(lambda hr, size, seed, index: degradations.evaluation_lr(
           hr, scale, degradation, seed, index))
-    self._bicubic = jax.jit(lambda lr: resize.imresize(lr, scale))
-    self._nearest = jax.jit(lambda lr: train.nearest_upscale(lr[None], scale)[0])
+    self._bicubic = jax.jit(lambda lr, size: resize.imresize(fill(lr, size), scale))
+    self._nearest = jax.jit(lambda lr, size: train.nearest_upscale(lr[None], scale)[0])
 
-  def degrade(self, hr: np.ndarray, index: int = 0) -> np.ndarray:
+  def _padded(self, image: np.ndarray, bucket, factor: int = 1):
+    """``image`` in its bucket (HR shape, divided by ``factor`` for LR), and its size."""
+    if bucket is None:
+      return image, None
+    return (self._pad_into(image, (bucket[0] // factor, bucket[1] // factor)),
+            np.array(image.shape[:2], np.int32))
+
+  def degrade(self, hr: np.ndarray, index: int = 0, bucket=None) -> np.ndarray:
     """The LR input of image ``index`` of its set."""
-    return np.asarray(self._degrade(hr, self._seed, index))
+    h, w = hr.shape[0] // self.scale, hr.shape[1] // self.scale
+    if self._realistic:
+      bucket = None
+    return np.asarray(self._degrade(*self._padded(hr, bucket), self._seed, index))[:h, :w]
 
-  def baseline(self, name: str, lr: np.ndarray) -> np.ndarray:
-    return np.asarray(self._bicubic(lr) if name == 'bicubic' else self._nearest(lr))
+  def baseline(self, name: str, lr: np.ndarray, bucket=None) -> np.ndarray:
+    h, w = lr.shape[0] * self.scale, lr.shape[1] * self.scale
+    function = self._bicubic if name == 'bicubic' else self._nearest
+    return np.asarray(function(*self._padded(lr, bucket, self.scale)))[:h, :w]
 
-  def __call__(self, rows: dict[str, np.ndarray], hr: np.ndarray, gray: bool
+  def __call__(self, rows: dict[str, np.ndarray], hr: np.ndarray, gray: bool, bucket=None
                ) -> dict[str, dict[str, float]]:
     names = list(rows)
-    stacked = np.stack([rows[n] for n in names])
-    scores = dict(self._score(stacked, hr, np.full(len(names), gray)))
+    hr, size = self._padded(hr, bucket)
+    stacked = np.stack([self._padded(rows[n], bucket)[0] for n in names])
+    scores = dict(self._score(stacked, hr, np.full(len(names), gray), size))
     if self._lpips_weights is not None:
-      scores['lpips'] = self._lpips(self._lpips_weights, stacked, hr)
+      scores['lpips'] = self._lpips(self._lpips_weights, stacked, hr, size)
     return {n: {m: float(scores[m][i]) for m in self.metrics} for i, n in enumerate(names)}
 
 
 def run_benchmark(sets: Sequence[BenchmarkSet], scale: int, upscaler=None,
                   baselines: Sequence[str] = BASELINES, timing_runs: int = 1,
                   progress: bool = True, lpips_weights=None, degradation=None,
-                  degradation_seed: int = 0
+                  degradation_seed: int = 0, max_buckets: int = 0
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Scores every image of every set: ({set: {row: {metric: mean}}}, {set: ms per image}),
   and one record per image. ``upscaler`` (an ``inference.Upscaler``, or None for baselines
   only) maps an LR uint8 image to a float SR image in [0, 1]. ``lpips_weights`` add LPIPS
   (RGB, whole image) to every row's metrics. ``degradation`` (Real-ESRGAN settings) replaces
-  the bicubic LR by ``degradations.evaluation_lr`` of each image with ``degradation_seed``."""
+  the bicubic LR by ``degradations.evaluation_lr`` of each image with ``degradation_seed``.
+  ``max_buckets`` > 0 pads each set's images into at most that many shapes
+  (``shape_buckets``; the model too where ``upscaler.supports_buckets``): a handful of
+  compilations per set instead of one per image shape, with the same scores."""
   from tqdm.auto import tqdm
-  from flax_sr import pictures
+  from flax_sr import pictures, shape_buckets
   scorer = Scorer(scale, lpips_weights, degradation, degradation_seed)
   per_image: list[dict[str, Any]] = []
   bar = tqdm(total=sum(len(s.images) for s in sets), unit='image', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
   for bench_set in sets:
     bar.set_description(bench_set.name)
-    for index, (hr, name, gray) in enumerate(zip(bench_set.images, bench_set.names,
-                                                 bench_set.gray)):
-      lr = scorer.degrade(hr, index)
-      rows = {b: scorer.baseline(b, lr) for b in baselines}
+    plan = (shape_buckets.plan_buckets([hr.shape[:2] for hr in bench_set.images], max_buckets)
+            if max_buckets else [None] * len(bench_set.images))
+    for index, (hr, name, gray, bucket) in enumerate(zip(bench_set.images, bench_set.names,
+                                                         bench_set.gray, plan)):
+      lr = scorer.degrade(hr, index, bucket)
+      rows = {b: scorer.baseline(b, lr, bucket) for b in baselines}
       record: dict[str, Any] = {'set': bench_set.name, 'image': name, 'width': hr.shape[1],
                                 'height': hr.shape[0], 'gray': gray}
       if upscaler is not None:
-        output = upscaler(lr)  # the first run of a shape compiles
+        lr_bucket = None if bucket is None else (bucket[0] // scale, bucket[1] // scale)
+        output = upscaler(lr, bucket=lr_bucket)  # the first run of a shape compiles
         times = []
         for _ in range(timing_runs):
           start = time.perf_counter()
-          output = upscaler(lr)
+          output = upscaler(lr, bucket=lr_bucket)
           times.append(time.perf_counter() - start)
         rows['model'] = pictures.to_uint8(output)  # what a saved PNG holds
         record['model_ms'] = 1e3 * min(times) if times else None
-      for row, values in scorer(rows, hr, gray).items():
+      for row, values in scorer(rows, hr, gray, bucket).items():
         record.update({f'{row}_{m}': v for m, v in values.items()})
       per_image.append(record)
       bar.update(1)
@@ -277,7 +309,10 @@ def footnotes(result: dict[str, Any]) -> list[str]:
   if result.get('multi_adds_720p') is not None:
     notes.append(f'Multi-Adds: {result["multi_adds_note"]}')
   if result.get('device'):
-    notes.append(f'ms/image: {TIMING_NOTE}; on {result["device"]}.')
+    bucketed = (' Images run padded into at most '
+                f'{result["shape_buckets"]} shapes per set (--shape_buckets 0: each at its own '
+                'shape).' if result.get('model_in_buckets') else '')
+    notes.append(f'ms/image: {TIMING_NOTE}; on {result["device"]}.{bucketed}')
   return notes
 
 
@@ -388,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--timing_runs', type=cli.non_negative_int, default=1,
                       help='timed runs per image after the compiling one (default 1; 0: no '
                            'timing, each image runs once)')
+  parser.add_argument('--shape_buckets', type=cli.non_negative_int,
+                      default=Config.eval_shape_buckets,
+                      help="each set's images are padded into at most N shapes, one compilation "
+                           'each, with the scores unchanged (the padding is masked; the model '
+                           'too when it is convolutional, without --self_ensemble); 0: compile '
+                           'for every image shape (default: %(default)s)')
   parser.add_argument('--num_devices', type=cli.positive_int, help='use the first N devices')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
   cli.add_degradation_flags(parser)
@@ -493,13 +534,17 @@ def main(argv=None) -> int:
                                      args.timing_runs if upscaler is not None else 0,
                                      progress=not args.no_progress, lpips_weights=lpips_weights,
                                      degradation=degradation,
-                                     degradation_seed=args.degradation_seed)
+                                     degradation_seed=args.degradation_seed,
+                                     max_buckets=args.shape_buckets)
   label = (f'{loaded.config.model} ({loaded.source})' if loaded is not None else None)
   result.update(
       model_label=(label + '+' if args.self_ensemble else label) if label else None,
       model=(loaded.config.model if loaded is not None else None),
       source=(loaded.source if loaded is not None else None),
       self_ensemble=args.self_ensemble,
+      shape_buckets=args.shape_buckets,
+      model_in_buckets=bool(upscaler is not None and args.shape_buckets
+                            and upscaler.supports_buckets),
       degradation=({'kind': args.degradation, 'seed': args.degradation_seed,
                     'options': args.degradation_options} if degradation else 'bicubic'),
       rows=['model'] * (loaded is not None) + list(args.baselines),

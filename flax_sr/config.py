@@ -259,6 +259,10 @@ class Config:
       'evaluate every N steps (default: at the end of every epoch)')
   eval_batch_size: int | None = option(None,
       'evaluation batch size (default: --batch_size)')
+  eval_shape_buckets: int = option(4,
+      'evaluation images of different sizes are padded into at most N shapes, one '
+      'compilation each, with scores unchanged (the padding is masked; convolutional '
+      'models); 0: compile for every image shape')
   log_every: int = option(50,
       'log training scalars every N steps')
   checkpoint_every: int = option(1000,
@@ -413,6 +417,9 @@ class Config:
       value = getattr(self, name)
       if (value is not None or name in positive) and value < 1:
         raise UserError(f'--{name} must be a positive integer, got {value}')
+    if self.eval_shape_buckets < 0:
+      raise UserError(f'--eval_shape_buckets must be 0 (a compilation per image shape) or a '
+                      f'positive number of shapes, got {self.eval_shape_buckets}')
     self._validate_distributed()
     if not self.image_scales or not all(0.0 < scale <= 1.0 for scale in self.image_scales):
       raise UserError(f'--image_scales must be factors in (0, 1], e.g. 1,0.9,0.8,0.7,0.6; got '

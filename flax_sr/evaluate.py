@@ -16,7 +16,7 @@ import pathlib
 import sys
 
 from flax_sr import cli
-from flax_sr.config import DIV2K_CONFIGS, UserError
+from flax_sr.config import DIV2K_CONFIGS, Config, UserError
 
 def save_outputs(upscaler, eval_set, scale: int, directory: str):
   """Writes the model's SR output of every evaluation image as PNG, named after the HR file."""
@@ -53,6 +53,12 @@ def main(argv=None) -> int:
   parser.add_argument('--eval_examples', type=cli.positive_int,
                       help='evaluate on the first N images only')
   parser.add_argument('--batch_size', type=cli.positive_int, default=32)
+  parser.add_argument('--shape_buckets', type=cli.non_negative_int,
+                      default=Config.eval_shape_buckets,
+                      help='images of different sizes are padded into at most N shapes, one '
+                           'compilation each, with the scores unchanged (the padding is masked; '
+                           'convolutional models without --self_ensemble); 0: compile for '
+                           'every image shape (default: %(default)s)')
   parser.add_argument('--num_devices', type=cli.positive_int,
                       help='use the first N devices (default: all)')
   parser.add_argument('--output_json', help='write the table as JSON to this file')
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
 
   loaded = cli.load_model_from_flags(args)
   # JAX and the data code only now, once the flags are known to be valid.
-  from flax_sr import evaluation, inference, input_pipeline, lpips, parallel
+  from flax_sr import evaluation, inference, input_pipeline, lpips, parallel, shape_buckets
   config = loaded.config
   lpips_weights = None if args.lpips == 'none' else lpips.installed_weights(args.lpips)
   if args.lpips != 'none' and lpips_weights is None:
@@ -107,7 +113,15 @@ def main(argv=None) -> int:
                                        baselines=('bicubic', 'nearest'),
                                        self_ensemble=args.self_ensemble)
   variables = parallel.put_replicated(loaded.variables, mesh)
-  table = evaluation.evaluate_images(eval_fn, variables, eval_set, mesh, args.batch_size)
+  buckets = args.shape_buckets
+  if buckets and not shape_buckets.supports_model(loaded.model, args.self_ensemble):
+    buckets = 0
+    if not eval_set.same_size and len({i.shape for i in eval_set.images}) > 1:
+      print(f'note: {config.model}{" with --self_ensemble" * args.self_ensemble} is evaluated '
+            'at each image shape (a compilation each): shape buckets need a convolutional '
+            'model without the self-ensemble', file=sys.stderr)
+  table = evaluation.evaluate_images(eval_fn, variables, eval_set, mesh, args.batch_size,
+                                     buckets)
   print(evaluation.format_table(table, scale, eval_set.name, len(eval_set),
                      title=f'{config.model} x{scale} ({loaded.source})'
                            f'{", x8 self-ensemble" if args.self_ensemble else ""}\n',

@@ -3,26 +3,30 @@ model over an evaluation set, on every device, and the table that reports them."
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
 from flax_sr import input_pipeline
 from flax_sr import parallel
+from flax_sr import shape_buckets
 from flax_sr import train as train_lib
 
 ROWS = ('model', 'bicubic', 'nearest')
 
 
 def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalSet, mesh,
-                    batch_size: int) -> dict[str, dict[str, float]]:
+                    batch_size: int, max_buckets: int = 0) -> dict[str, dict[str, float]]:
   """Mean metrics over every image of ``eval_set``: {row: {metric: value}}.
 
   ``eval_fn(variables, batch) -> sums`` is a compiled ``train.eval_sums`` (or ``eval_step`` with
   a state as ``variables``). Same-size images go in padded, masked batches split over the
-  devices; whole images of different sizes go one per batch, padded to the device count. In a
-  multi-host run each process feeds its own part of every batch.
+  devices. Whole images of different sizes go one per device, either each at its own shape
+  (one compilation per shape) or, with ``max_buckets`` > 0, padded into at most that many
+  shapes with the same scores (``shape_buckets``; the caller checks that the model allows it
+  with ``shape_buckets.supports_model``). In a multi-host run each process feeds its own part
+  of every batch.
   """
   sums = None
   lr_images = eval_set.lr_images
@@ -30,6 +34,9 @@ def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalS
     batch_size = -(-batch_size // mesh.size) * mesh.size
     batches = input_pipeline.eval_batches(eval_set.images, batch_size, mesh.size, lr_images)
     global_batch = batch_size
+  elif max_buckets:
+    batches = bucketed_batches(eval_set, mesh.size, max_buckets)
+    global_batch = mesh.size
   else:
     batches = (dict(next(input_pipeline.eval_batches(
                         image[None], 1, mesh.size, None if lr_images is None else
@@ -41,6 +48,30 @@ def evaluate_images(eval_fn: Callable, variables, eval_set: input_pipeline.EvalS
     batch = {k: v[local] for k, v in batch.items()}
     sums = train_lib.sum_eval(sums, eval_fn(variables, parallel.put_batch(batch, mesh)))
   return train_lib.summarize_eval(sums)
+
+
+def bucketed_batches(eval_set: input_pipeline.EvalSet, batch_size: int, max_buckets: int
+                     ) -> Iterator[dict[str, np.ndarray]]:
+  """Batches of ``batch_size`` images of ``eval_set`` (whole images of any size), each image
+  padded into its bucket of ``shape_buckets.plan_buckets`` with its real size in ``hr_size``;
+  a bucket's last batch is completed with masked copies. Every image exactly once."""
+  images, lr_images = eval_set.images, eval_set.lr_images
+  plan = shape_buckets.plan_buckets([image.shape[:2] for image in images], max_buckets)
+  for bucket in dict.fromkeys(plan):  # in order of first appearance
+    members = [i for i, b in enumerate(plan) if b == bucket]
+    for start in range(0, len(members), batch_size):
+      chunk = members[start:start + batch_size]
+      chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+      batch = {'hr': np.stack([shape_buckets.pad_into(images[i], bucket) for i in chunk]),
+               'hr_size': np.array([images[i].shape[:2] for i in chunk], np.int32),
+               'gray': np.array([eval_set.gray[i] for i in chunk]),
+               'mask': np.arange(batch_size) < len(members) - start}
+      if lr_images is not None:
+        scale = images[chunk[0]].shape[0] // lr_images[chunk[0]].shape[0]
+        batch['lr'] = np.stack([shape_buckets.pad_into(lr_images[i], (bucket[0] // scale,
+                                                                      bucket[1] // scale))
+                                for i in chunk])
+      yield batch
 
 
 def degraded_eval_set(eval_set: input_pipeline.EvalSet, scale: int, settings, seed: int,

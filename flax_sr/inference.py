@@ -17,6 +17,7 @@ from flax import serialization
 from flax_sr import checkpointing
 from flax_sr import gan as gan_lib
 from flax_sr import parallel
+from flax_sr import shape_buckets
 from flax_sr import train as train_lib
 from flax_sr.config import Config, UserError
 
@@ -202,6 +203,13 @@ class Upscaler:
                                 self_ensemble=self_ensemble)
     self._upscale = jax.jit(upscale, in_shardings=(parallel.replicated(self.mesh),
                                                    parallel.batch_sharding(self.mesh)))
+    self._upscale_padded = jax.jit(
+        lambda variables, lr, lr_size: upscale(variables, lr, lr_size=lr_size),
+        in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh),
+                      parallel.batch_sharding(self.mesh)))
+    # Whether an image may run padded into a larger shape with the same output (see
+    # ``shape_buckets``): one compilation per bucket instead of one per image shape.
+    self.supports_buckets = shape_buckets.supports_model(loaded.model, self_ensemble)
 
   def _run(self, lr_batch: np.ndarray) -> np.ndarray:
     """(n, h, w, 3) -> (n, h*s, w*s, 3) float32, padded to the device batch and back."""
@@ -217,9 +225,26 @@ class Upscaler:
       outputs.append(np.asarray(out)[:real])
     return np.concatenate(outputs)
 
-  def __call__(self, lr_image: np.ndarray) -> np.ndarray:
-    """One LR image (H, W, 3) uint8 or float -> (H*s, W*s, 3) float32 in [0, 1]."""
+  def _run_padded(self, lr_image: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
+    """One image padded into ``bucket`` (LR height, width), its output cropped back."""
     h, w = lr_image.shape[:2]
+    batch = np.repeat(shape_buckets.pad_into(lr_image, bucket)[None], self.mesh.size, axis=0)
+    sizes = np.repeat(np.array([[h, w]], np.int32), self.mesh.size, axis=0)
+    sharding = parallel.batch_sharding(self.mesh)
+    out = self._upscale_padded(self.variables, jax.device_put(batch, sharding),
+                               jax.device_put(sizes, sharding))
+    return np.asarray(out[0])[:h * self.scale, :w * self.scale]
+
+  def __call__(self, lr_image: np.ndarray, bucket: tuple[int, int] | None = None
+               ) -> np.ndarray:
+    """One LR image (H, W, 3) uint8 or float -> (H*s, W*s, 3) float32 in [0, 1]. ``bucket``
+    (an LR shape at least the image's, at most ``tile``): run it padded into that shape, with
+    the same output, where the model allows (``supports_buckets``); images of many sizes then
+    share a few compilations."""
+    h, w = lr_image.shape[:2]
+    if (bucket is not None and self.supports_buckets and bucket[0] <= self.tile
+        and bucket[1] <= self.tile):
+      return self._run_padded(lr_image, bucket)
     if h <= self.tile and w <= self.tile:
       return self._run(lr_image[None])[0]
     s, o = self.scale, self.overlap

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_sr import metrics
 from flax_sr.config import UserError
 
 NETS = ('alex', 'vgg')
@@ -92,31 +93,64 @@ def _max_pool(x, size, stride):
                                (1, stride, stride, 1), 'VALID')
 
 
-def features(weights: dict[str, Any], x: jnp.ndarray, net: str) -> list[jnp.ndarray]:
-  """The five ReLU feature maps LPIPS compares, of a normalised NHWC image."""
+class _Valid:
+  """The real size (N, 2) of padded images as it goes through the backbone; ``None`` when
+  the images are not padded. Zeroing a convolution's input outside it makes the padded
+  network compute, on the real region, what the image alone gives (its zero padding)."""
+
+  def __init__(self, valid_hw):
+    self.hw = None if valid_hw is None else jnp.asarray(valid_hw)
+
+  def masked(self, x):
+    if self.hw is None:
+      return x
+    return x * metrics.region_mask(x.shape[1], x.shape[2], self.hw).astype(x.dtype)
+
+  def conv(self, x, layer, stride=1, padding=1):
+    kernel = layer['kernel'].shape[0]
+    y = _conv(self.masked(x), layer, stride, padding)
+    if self.hw is not None:
+      self.hw = (self.hw + 2 * padding - kernel) // stride + 1
+    return y
+
+  def pool(self, x, size, stride):
+    if self.hw is not None:  # 'VALID' windows inside the real region read only real values
+      self.hw = (self.hw - size) // stride + 1
+    return _max_pool(x, size, stride)
+
+
+def features(weights: dict[str, Any], x: jnp.ndarray, net: str, valid_hw=None
+             ) -> tuple[list[jnp.ndarray], list[jnp.ndarray | None]]:
+  """The five ReLU feature maps LPIPS compares, of a normalised NHWC image, and the real size
+  of each (``None`` without ``valid_hw``, the real size of padded input images)."""
   convs = weights['backbone']
+  valid = _Valid(valid_hw)
+  taps, sizes = [], []
+
+  def tap(y):
+    taps.append(y)
+    sizes.append(valid.hw)
   if net == 'alex':
-    taps = []
-    y = _conv(x, convs[0], stride=4, padding=2)
-    taps.append(y)
-    y = _conv(_max_pool(y, 3, 2), convs[1], padding=2)
-    taps.append(y)
-    y = _conv(_max_pool(y, 3, 2), convs[2])
-    taps.append(y)
-    y = _conv(y, convs[3])
-    taps.append(y)
-    taps.append(_conv(y, convs[4]))
-    return taps
-  taps, index, y = [], 0, x
+    y = valid.conv(x, convs[0], stride=4, padding=2)
+    tap(y)
+    y = valid.conv(valid.pool(y, 3, 2), convs[1], padding=2)
+    tap(y)
+    y = valid.conv(valid.pool(y, 3, 2), convs[2])
+    tap(y)
+    y = valid.conv(y, convs[3])
+    tap(y)
+    tap(valid.conv(y, convs[4]))
+    return taps, sizes
+  index, y = 0, x
   for width in _VGG16:
     if width == 'M':
-      y = _max_pool(y, 2, 2)
+      y = valid.pool(y, 2, 2)
       continue
-    y = _conv(y, convs[index])
+    y = valid.conv(y, convs[index])
     if index in _VGG16_TAPS:
-      taps.append(y)
+      tap(y)
     index += 1
-  return taps
+  return taps, sizes
 
 
 def net_of(weights: dict[str, Any]) -> str:
@@ -125,9 +159,11 @@ def net_of(weights: dict[str, Any]) -> str:
 
 
 def lpips_distance(weights: dict[str, Any], images: jnp.ndarray, references: jnp.ndarray,
-                   net: str | None = None) -> jnp.ndarray:
+                   net: str | None = None, valid_hw: jnp.ndarray | None = None
+                   ) -> jnp.ndarray:
   """Per-image LPIPS of float RGB ``images`` vs ``references`` in [0, 1], NHWC: (N,).
-  ``net`` defaults to the one ``weights`` are of."""
+  ``net`` defaults to the one ``weights`` are of. ``valid_hw`` (N, 2): the real size of
+  images padded into a larger array (``shape_buckets``), scored as if each were alone."""
   net = net or net_of(weights)
   def prepare(x):
     return ((x.astype(jnp.float32) * 2 - 1) - SHIFT) / SCALE
@@ -136,10 +172,12 @@ def lpips_distance(weights: dict[str, Any], images: jnp.ndarray, references: jnp
     return f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + 1e-10)
 
   total = 0.0
-  for f0, f1, linear in zip(features(weights, prepare(images), net),
-                            features(weights, prepare(references), net), weights['linear']):
-    weighted = jnp.sum((unit(f0) - unit(f1)) ** 2 * jnp.asarray(linear)[0, 0, :, 0], axis=-1)
-    total = total + jnp.mean(weighted, axis=(1, 2))
+  taps0, sizes = features(weights, prepare(images), net, valid_hw)
+  taps1, _ = features(weights, prepare(references), net, valid_hw)
+  for f0, f1, size, linear in zip(taps0, taps1, sizes, weights['linear']):
+    weighted = jnp.sum((unit(f0) - unit(f1)) ** 2 * jnp.asarray(linear)[0, 0, :, 0], axis=-1,
+                       keepdims=True)
+    total = total + metrics.mean_over_images(weighted, size)
   return total
 
 

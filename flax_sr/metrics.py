@@ -9,6 +9,9 @@ MATLAB evaluation scripts (EDSR, RCAN, BasicSR):
 * ``shave`` pixels removed from each border (the literature uses shave = scale);
 * SSIM with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, 'valid' filtering,
   data range 255; for RGB the mean of the per-channel SSIMs.
+
+``valid_hw`` (N, 2), where given, marks images padded into a larger array (``shape_buckets``):
+each is scored on its top-left ``valid_hw`` region only, exactly as if it were alone.
 """
 
 from __future__ import annotations
@@ -46,6 +49,23 @@ def rgb_to_y(images: jnp.ndarray, gray: jnp.ndarray | None = None) -> jnp.ndarra
   return jnp.where(jnp.asarray(gray)[..., None, None, None], grey_level, y)
 
 
+def region_mask(height: int, width: int, valid_hw: jnp.ndarray) -> jnp.ndarray:
+  """(N, height, width, 1) bool: True on the top-left ``valid_hw`` (N, 2) of each image."""
+  valid_hw = jnp.asarray(valid_hw)
+  rows = jnp.arange(height)[None, :, None] < valid_hw[:, 0, None, None]
+  cols = jnp.arange(width)[None, None, :] < valid_hw[:, 1, None, None]
+  return (rows & cols)[..., None]
+
+
+def mean_over_images(values: jnp.ndarray, valid_hw: jnp.ndarray | None) -> jnp.ndarray:
+  """Mean over (H, W, C) of (N, H, W, C), over each image's top-left ``valid_hw`` only."""
+  if valid_hw is None:
+    return jnp.mean(values, axis=(-3, -2, -1))
+  mask = region_mask(values.shape[-3], values.shape[-2], valid_hw).astype(values.dtype)
+  count = jnp.sum(mask, axis=(-3, -2, -1)) * values.shape[-1]
+  return jnp.sum(values * mask, axis=(-3, -2, -1)) / jnp.maximum(count, 1.0)
+
+
 def shave_border(images: jnp.ndarray, shave: int) -> jnp.ndarray:
   if shave <= 0:
     return images
@@ -70,13 +90,19 @@ def _prepare(a, b, shave: int, y_channel: bool, gray=None):
 PSNR_CAP_DB = 100.0
 
 
+def _shaved_valid(valid_hw, shave: int, window: int = 1):
+  """The real size left of ``valid_hw`` after shaving and a 'valid' filter of ``window``."""
+  return None if valid_hw is None else jnp.asarray(valid_hw) - 2 * max(shave, 0) - (window - 1)
+
+
 def psnr(images: jnp.ndarray, references: jnp.ndarray, *, shave: int = 0,
-         y_channel: bool = False, gray: jnp.ndarray | None = None) -> jnp.ndarray:
+         y_channel: bool = False, gray: jnp.ndarray | None = None,
+         valid_hw: jnp.ndarray | None = None) -> jnp.ndarray:
   """Peak signal-to-noise ratio in dB per image, data range 255 (images in [0, 1] or uint8),
   at most ``PSNR_CAP_DB``. ``gray`` marks grayscale images for the Y channel (see
-  ``rgb_to_y``)."""
+  ``rgb_to_y``); ``valid_hw`` the real size of padded images (see the module's note)."""
   a, b = _prepare(images, references, shave, y_channel, gray)
-  mse = jnp.mean(jnp.square(a - b), axis=(-3, -2, -1))
+  mse = mean_over_images(jnp.square(a - b), _shaved_valid(valid_hw, shave))
   floor = 255.0**2 / 10.0 ** (PSNR_CAP_DB / 10.0)
   return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, floor))
 
@@ -109,8 +135,10 @@ def _filter_valid(x: jnp.ndarray, window_1d: np.ndarray) -> jnp.ndarray:
 
 
 def ssim(images: jnp.ndarray, references: jnp.ndarray, *, shave: int = 0,
-         y_channel: bool = False, gray: jnp.ndarray | None = None) -> jnp.ndarray:
-  """Structural similarity per image (mean over the SSIM map and over channels)."""
+         y_channel: bool = False, gray: jnp.ndarray | None = None,
+         valid_hw: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Structural similarity per image (mean over the SSIM map and over channels); over the
+  windows that lie inside the real region of padded images (``valid_hw``)."""
   a, b = _prepare(images, references, shave, y_channel, gray)
   if a.shape[-3] < 11 or a.shape[-2] < 11:
     raise ValueError(f'SSIM needs images of at least 11x11 after shaving, got {a.shape}')
@@ -122,7 +150,7 @@ def ssim(images: jnp.ndarray, references: jnp.ndarray, *, shave: int = 0,
   cov = _filter_valid(a * b, window) - mu_a * mu_b
   ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
       (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-  return jnp.mean(ssim_map, axis=(-3, -2, -1))
+  return mean_over_images(ssim_map, _shaved_valid(valid_hw, shave, window.shape[0]))
 
 
 def quantize(images: jnp.ndarray) -> jnp.ndarray:
@@ -131,11 +159,12 @@ def quantize(images: jnp.ndarray) -> jnp.ndarray:
 
 
 def sr_metrics(outputs: jnp.ndarray, hr: jnp.ndarray, scale: int,
-               gray: jnp.ndarray | None = None) -> dict[str, jax.Array]:
+               gray: jnp.ndarray | None = None, valid_hw: jnp.ndarray | None = None
+               ) -> dict[str, jax.Array]:
   """The four protocol numbers per image: PSNR/SSIM on Y and on RGB, shave = scale."""
   return {
-      'psnr_y': psnr(outputs, hr, shave=scale, y_channel=True, gray=gray),
-      'ssim_y': ssim(outputs, hr, shave=scale, y_channel=True, gray=gray),
-      'psnr_rgb': psnr(outputs, hr, shave=scale),
-      'ssim_rgb': ssim(outputs, hr, shave=scale),
+      'psnr_y': psnr(outputs, hr, shave=scale, y_channel=True, gray=gray, valid_hw=valid_hw),
+      'ssim_y': ssim(outputs, hr, shave=scale, y_channel=True, gray=gray, valid_hw=valid_hw),
+      'psnr_rgb': psnr(outputs, hr, shave=scale, valid_hw=valid_hw),
+      'ssim_rgb': ssim(outputs, hr, shave=scale, valid_hw=valid_hw),
   }

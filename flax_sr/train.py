@@ -27,6 +27,7 @@ from flax_sr import lpips as lpips_lib
 from flax_sr import resize as resize_lib
 from flax_sr import metrics as metrics_lib
 from flax_sr import models
+from flax_sr import shape_buckets
 from flax_sr.config import LOSSES, LR_SCHEDULES as SCHEDULES
 
 
@@ -198,19 +199,29 @@ def _undo_dihedral(y: jnp.ndarray, k: int, flip: bool) -> jnp.ndarray:
 
 
 def upscale(variables: dict[str, Any], lr_images: jnp.ndarray, *, model: nn.Module,
-            self_ensemble: bool = False) -> jnp.ndarray:
+            self_ensemble: bool = False, lr_size: jnp.ndarray | None = None) -> jnp.ndarray:
   """Super-resolves LR images (float in [0, 1] or uint8; (N, H, W, 3) or one (H, W, 3)) with
   ``model`` and its ``variables``; returns float32 in [0, 1] of (H*s, W*s).
 
   ``self_ensemble``: the geometric self-ensemble of EDSR+ (Lim et al. 2017): the mean of the
   outputs for the 8 flips/rotations of the input, each transformed back. 8x the compute, and
   usually +0.1 dB; papers report it as a separate row ("+").
+  ``lr_size`` (N, 2): images padded into a shape bucket, each with this real size; their
+  outputs equal, on the real region (the top-left ``lr_size * s``), those of each image alone
+  (``shape_buckets``; convolutional models only, without the self-ensemble).
   """
   x = metrics_lib.to_float(lr_images)
   single = x.ndim == 3
   if single:
     x = x[None]
-  if self_ensemble:
+  if lr_size is not None:
+    if not shape_buckets.supports_model(model, self_ensemble):
+      raise ValueError(f'{type(model).__name__}{" with the self-ensemble" * self_ensemble} '
+                       'cannot run on shape buckets (see shape_buckets.supports_model)')
+    x = shape_buckets.edge_fill(x, lr_size)  # what a bicubic global residual reads
+    with shape_buckets.masked_convolutions(lr_size, x.shape[1:3]):
+      out = model.apply(variables, x, train=False)
+  elif self_ensemble:
     out = sum(_undo_dihedral(model.apply(variables, _dihedral(x, k, flip), train=False), k, flip)
               for k in range(4) for flip in (False, True)) / 8.0
   else:
@@ -236,28 +247,41 @@ def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.
   images, whose Y is their grey level. Outputs are quantized to 8 bits, as saved images are.
   ``self_ensemble`` evaluates the model with the x8 geometric self-ensemble (see ``upscale``).
   ``lpips_weights`` (``lpips.load_weights``) add each row's LPIPS, on RGB of the whole image.
+  ``batch['hr_size']`` (optional, int (B, 2)): images padded into a shape bucket, each scored
+  on its real top-left region exactly as alone (``shape_buckets``).
   """
   model = _model_with_axis(model, axis_name)
   scale = model.scale
   hr = batch['hr']
   mask = batch.get('mask', jnp.ones(hr.shape[:1], bool)).astype(jnp.float32)
+  # Images padded into a shape bucket (``shape_buckets``): the padding is edge-filled, which
+  # is what the MATLAB resizes below read beyond a border, and every score is masked to it.
+  hr_size = batch.get('hr_size')
+  lr_size = None if hr_size is None else hr_size // scale
+  if hr_size is not None:
+    hr = shape_buckets.edge_fill(hr, hr_size)
   # Precomputed LR (``batch['lr']``, e.g. realistically degraded evaluation inputs) or bicubic.
   lr_uint8 = batch['lr'] if 'lr' in batch else degrade(hr, scale)
+  if lr_size is not None:
+    lr_uint8 = shape_buckets.edge_fill(lr_uint8, lr_size)
   target = metrics_lib.to_float(hr)
-  outputs = upscale(variables, lr_uint8, model=model, self_ensemble=self_ensemble)
+  outputs = upscale(variables, lr_uint8, model=model, self_ensemble=self_ensemble,
+                    lr_size=lr_size)
   rows = {'model': metrics_lib.quantize(outputs)}
   if 'bicubic' in baselines:
     rows['bicubic'] = metrics_lib.to_float(resize_lib.imresize(lr_uint8, scale))
   if 'nearest' in baselines:
     rows['nearest'] = metrics_lib.to_float(nearest_upscale(lr_uint8, scale))
   sums = {'count': jnp.sum(mask),
-          'model/loss': jnp.sum(jnp.mean(jnp.square(outputs - target), axis=(1, 2, 3)) * mask)}
+          'model/loss': jnp.sum(metrics_lib.mean_over_images(jnp.square(outputs - target),
+                                                             hr_size) * mask)}
   for row, images in rows.items():
-    for name, values in metrics_lib.sr_metrics(images, target, scale, batch.get('gray')).items():
+    for name, values in metrics_lib.sr_metrics(images, target, scale, batch.get('gray'),
+                                               hr_size).items():
       sums[f'{row}/{name}'] = jnp.sum(values * mask)
     if lpips_weights is not None:
-      sums[f'{row}/lpips'] = jnp.sum(lpips_lib.lpips_distance(lpips_weights, images, target)
-                                     * mask)
+      sums[f'{row}/lpips'] = jnp.sum(lpips_lib.lpips_distance(
+          lpips_weights, images, target, valid_hw=hr_size) * mask)
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
   return sums

@@ -31,6 +31,7 @@ from flax_sr import parallel
 from flax_sr import pictures
 from flax_sr import reporting
 from flax_sr import run_lock
+from flax_sr import shape_buckets
 from flax_sr import train as train_lib
 from flax_sr import vgg as vgg_lib
 from flax_sr.config import Config, UserError
@@ -299,6 +300,8 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
                                              ema_decay=config.ema_decay or 0.999,
                                              degradation=degradation)
   eval_step = parallel.compile_eval_step(mesh)
+  eval_buckets = (config.eval_shape_buckets
+                  if shape_buckets.supports_model(state.model) else 0)
   reporter = reporting.Reporter(workdir_path, enabled=is_main)
   pictures_dir = workdir_path / 'pictures'
   grid_hr, grid_lr = grid_examples(eval_set, config.num_grid_images, config.hr_size,
@@ -314,7 +317,8 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
             'epoch': step / steps_per_epoch, 'loader_state': stream.loader_state}
 
   def run_eval() -> dict[str, dict[str, float]]:
-    table = evaluation.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size)
+    table = evaluation.evaluate_images(eval_step, state, eval_set, mesh, eval_batch_size,
+                                       eval_buckets)
     # Training minutes beside each evaluation: the quality-vs-training-time curve.
     reporter.scalars(step, {**_flatten_table('eval', table),
                             'eval/train_minutes': train_seconds / 60})
