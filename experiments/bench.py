@@ -10,8 +10,8 @@ Training rows: images/s is the batch over the median step time of at least ``--s
 after warm-up (compile time reported separately); GFLOP/s counts the model's FLOPs per step (XLA
 cost analysis of the step with direct convolutions: forward, backward and Adam; Winograd's
 saved multiplications count as speed) and is also given as a fraction of this machine's
-float32 matmul rate. With ``--vs-torch`` the PyTorch peer (../shared/peers/torch_seed_bench.py)
-runs the same reference-model configuration in the same run, alternating with ours, and the
+float32 matmul rate. With ``--vs-torch`` the PyTorch peer (experiments/torch_reference_step.py, the same network,
+optimizer and loss; ``--torch_peer`` names another) runs the same reference-model configuration in the same run, alternating with ours, and the
 ratio is ours / torch. "torch" runs with the fast malloc our entry points use
 (flax_sr.host_allocator), "torch*" with glibc's default; both ratios are printed.
 """
@@ -46,7 +46,9 @@ import optax  # noqa: E402
 from flax_sr import host_allocator, inference, input_pipeline, models, parallel, resize  # noqa: E402
 from flax_sr import train as train_lib  # noqa: E402
 
-TORCH_PEER = pathlib.Path(__file__).resolve().parent.parent.parent / 'shared' / 'peers' / 'torch_seed_bench.py'
+# The PyTorch peer of the reference rows: the project's own (its equality with flax_sr's model
+# is tested in tests/torch_reference_test.py); --torch_peer runs another with the same flags.
+TORCH_PEER = pathlib.Path(__file__).resolve().parent / 'torch_reference_step.py'
 
 
 def device_name() -> str:
@@ -236,11 +238,11 @@ def bench_degradation(batch: int, hr_size: int, scale: int, steps: int, warmup: 
 
 
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
-              warmup: int, fast_malloc: bool) -> float | None:
+              warmup: int, fast_malloc: bool, peer: pathlib.Path = TORCH_PEER) -> float | None:
   """The PyTorch peer's images/s; ``fast_malloc`` gives it the malloc tunables our own entry
   points use (flax_sr.host_allocator), else glibc's default."""
   spec = f'{input_size}:{",".join(map(str, factors))}'
-  command = [torch_python, str(TORCH_PEER), '--sizes', str(input_size), '--batch', str(batch),
+  command = [torch_python, str(peer), '--sizes', str(input_size), '--batch', str(batch),
              '--steps', str(steps), '--warmup', str(warmup), '--factors', spec]
   env = host_allocator.set_malloc_tunables(
       dict(os.environ), host_allocator.fast_malloc_tunables(), fast_malloc)
@@ -442,6 +444,9 @@ def main(argv=None) -> int:
                       help='run the PyTorch peer alternately on the reference rows')
   parser.add_argument('--torch_python', default=sys.executable,
                       help='an interpreter that has torch (default: this one)')
+  parser.add_argument('--torch_peer', type=pathlib.Path, default=TORCH_PEER,
+                      help='the PyTorch peer script (default: experiments/torch_reference_step.py'
+                           '; any script with its flags and its "N images/s" output)')
   parser.add_argument('--skip', nargs='*', default=[], choices=['pipeline', 'inference'])
   parser.add_argument('--pipeline', action='store_true',
                       help='only the streaming table: crops/s into device arrays from memory '
@@ -534,7 +539,7 @@ def main(argv=None) -> int:
                                       args.warmup, features, extra)['images_per_s'])
             for fast_malloc, rates in ((True, torch_same), (False, torch_default)):
               rate = run_torch(args.torch_python, size, row['factors'], batch, args.steps,
-                               args.warmup, fast_malloc)
+                               args.warmup, fast_malloc, args.torch_peer)
               if rate:
                 rates.append(rate)
           row['images_per_s'] = statistics.mean(ours)
