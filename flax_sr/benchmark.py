@@ -34,7 +34,7 @@ import numpy as np
 
 from flax_sr import cli
 from flax_sr import input_pipeline
-from flax_sr.config import Config, UserError
+from flax_sr.config import UserError
 
 # The standard benchmark sets in table order, with the folder names they go by.
 STANDARD_SETS = (('Set5', ('set5',)), ('Set14', ('set14',)), ('B100', ('b100', 'bsd100')),
@@ -423,12 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--timing_runs', type=cli.non_negative_int, default=1,
                       help='timed runs per image after the compiling one (default 1; 0: no '
                            'timing, each image runs once)')
-  parser.add_argument('--shape_buckets', type=cli.non_negative_int,
-                      default=Config.eval_shape_buckets,
-                      help="each set's images are padded into at most N shapes, one compilation "
-                           'each, with the scores unchanged (the padding is masked; the model '
-                           'too when it is convolutional, without --self_ensemble); 0: compile '
-                           'for every image shape (default: %(default)s)')
+  cli.add_shape_buckets_flag(parser)
   parser.add_argument('--num_devices', type=cli.positive_int, help='use the first N devices')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar')
   cli.add_degradation_flags(parser)

@@ -131,6 +131,16 @@ def parse_step(text: str) -> str | int:
   raise argparse.ArgumentTypeError(f"expected 'best', 'latest' or a step number, got {text!r}")
 
 
+def add_shape_buckets_flag(parser: argparse.ArgumentParser) -> None:
+  """``--shape_buckets N`` of the evaluation tools (``flax_sr.shape_buckets``)."""
+  parser.add_argument('--shape_buckets', type=non_negative_int,
+                      default=Config.eval_shape_buckets,
+                      help='images of different sizes are padded into at most N shapes, one '
+                           'compilation each, with the scores unchanged (the padding is masked; '
+                           'the model too when it is convolutional, without --self_ensemble); '
+                           '0: compile for every image shape (default: %(default)s)')
+
+
 def add_model_source_flags(parser: argparse.ArgumentParser, required: bool = True):
   """--workdir / --checkpoint / --pretrained (one of them) and --step: where a tool's model
   comes from. ``load_model_from_flags`` loads it."""

@@ -16,7 +16,7 @@ import pathlib
 import sys
 
 from flax_sr import cli
-from flax_sr.config import DIV2K_CONFIGS, Config, UserError
+from flax_sr.config import DIV2K_CONFIGS, UserError
 
 def save_outputs(upscaler, eval_set, scale: int, directory: str):
   """Writes the model's SR output of every evaluation image as PNG, named after the HR file."""
@@ -53,12 +53,7 @@ def main(argv=None) -> int:
   parser.add_argument('--eval_examples', type=cli.positive_int,
                       help='evaluate on the first N images only')
   parser.add_argument('--batch_size', type=cli.positive_int, default=32)
-  parser.add_argument('--shape_buckets', type=cli.non_negative_int,
-                      default=Config.eval_shape_buckets,
-                      help='images of different sizes are padded into at most N shapes, one '
-                           'compilation each, with the scores unchanged (the padding is masked; '
-                           'convolutional models without --self_ensemble); 0: compile for '
-                           'every image shape (default: %(default)s)')
+  cli.add_shape_buckets_flag(parser)
   parser.add_argument('--num_devices', type=cli.positive_int,
                       help='use the first N devices (default: all)')
   parser.add_argument('--output_json', help='write the table as JSON to this file')
