@@ -71,7 +71,8 @@ def check_eval_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespac
     parser.error('--eval_data_dir is needed (no ../shared Set5 beside this checkout)')
 
 
-def run(name: str, argv=None, eval_data_dir: str | None = None) -> dict:
+def run(name: str, argv=None, eval_data_dir: str | None = None,
+        data_dir: str | None = None) -> dict:
   from flax_sr import host_allocator
   host_allocator.reexec_with_fast_malloc()  # run() is only called from __main__ blocks
   from flax_sr import cli, configs
@@ -81,8 +82,9 @@ def run(name: str, argv=None, eval_data_dir: str | None = None) -> dict:
                   f'(python -m flax_sr.main --config {name} runs the same recipe) and prints '
                   f'the final table with nearest, bicubic and the model.')
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--data_dir', help='training data (default: the copy in ../shared beside '
-                                         'a developer checkout, when present)')
+  parser.add_argument('--data_dir', default=data_dir,
+                      help='training data (default: the copy in ../shared beside a developer '
+                           'checkout, when present)')
   parser.add_argument('--eval_data_dir', default=eval_data_dir,
                       help='folder of HR evaluation images (default: %(default)s)')
   parser.add_argument('--train_minutes', type=float, help='wall-clock training budget')

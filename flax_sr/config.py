@@ -98,7 +98,7 @@ class Config:
       'python -m flax_sr.prepare wrote, streamed: for data larger than memory)')
   data_dir: str | None = option(None,
       'tfds data dir for stl10 (tfds default when unset), or the image folder for '
-      '--dataset folder')
+      '--dataset folder (several, comma-separated, are used together: T91/,BSD200/)')
   eval_data_dir: str | None = option(None,
       "folder of HR images to evaluate on (e.g. Set5); default: the stl10 test split / "
       "the sample's held-out photos / the training folder")

@@ -165,7 +165,8 @@ def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
   meta = {'config': json.loads(dataclasses.replace(config, data_dir=None,
                                                    eval_data_dir=None).to_json()),
           'source': f'{config.dataset} x{config.scale} run, step {loaded.step}',
-          'training_data': pathlib.Path(config.data_dir).name if config.data_dir else None,
+          'training_data': (' + '.join(pathlib.Path(folder).name for folder in
+                                       config.data_dir.split(',')) if config.data_dir else None),
           'validation_data': (pathlib.Path(config.eval_data_dir).name if config.eval_data_dir
                               else None),
           **(extra or {})}

@@ -598,28 +598,56 @@ class FolderImages(NamedTuple):
   skipped: list[str]
 
 
+def split_folders(directories: str | os.PathLike) -> list[str]:
+  """``'T91/,BSD200/'`` -> ``['T91/', 'BSD200/']``: ``--data_dir`` of ``--dataset folder`` may
+  name several folders, comma-separated (the "291" set is T91 + BSD200, kept apart on disk)."""
+  folders = [part.strip() for part in str(directories).split(',')]
+  if not all(folders):
+    raise DataError(f'--data_dir {directories!r} has an empty folder name between its commas')
+  if len(set(folders)) != len(folders):
+    raise DataError(f'--data_dir {directories!r} names a folder twice')
+  return folders
+
+
 def load_folder_images(directory: str | os.PathLike, min_size: int = 1) -> FolderImages:
   """Every PNG/JPEG/BMP under ``directory`` (recursive), as uint8 RGB.
 
+  ``directory`` may list several folders separated by commas (``split_folders``); their images
+  are concatenated and each name is then prefixed by its folder's name, so names stay unique.
   Unreadable files and images smaller than ``min_size`` are skipped with a warning naming them,
   and a final count; a folder with no usable image is a ``DataError``.
   """
+  folders = split_folders(directory)
+  if len(folders) > 1:
+    parts = [load_folder_images(folder, min_size) for folder in folders]
+    prefixes = [pathlib.Path(folder).name or pathlib.Path(folder).resolve().name
+                for folder in folders]
+    if len(set(prefixes)) != len(prefixes):  # a/images,b/images: keep the whole path
+      prefixes = folders
+    prefixed = lambda prefix, names: [f'{prefix}/{name}' for name in names]
+    return FolderImages(
+        [image for part in parts for image in part.images],
+        [name for prefix, part in zip(prefixes, parts) for name in prefixed(prefix, part.names)],
+        [flag for part in parts for flag in part.gray],
+        [name for prefix, part in zip(prefixes, parts)
+         for name in prefixed(prefix, part.skipped)])
   paths = list_images(directory)
   images, names, gray, skipped = [], [], [], []
   for path in paths:
+    name = str(path.relative_to(directory))
     try:
       image, is_gray = read_image_and_gray(path)
     except Exception as error:  # Pillow raises many types for broken files
       logging.warning('skipping unreadable image %s (%s)', path, type(error).__name__)
-      skipped.append(str(path.relative_to(directory)))
+      skipped.append(name)
       continue
     if min(image.shape[:2]) < min_size:
       logging.warning('skipping %s: %dx%d is smaller than %dx%d', path, image.shape[1],
                       image.shape[0], min_size, min_size)
-      skipped.append(str(path.relative_to(directory)))
+      skipped.append(name)
       continue
     images.append(image)
-    names.append(str(path.relative_to(directory)))
+    names.append(name)
     gray.append(is_gray)
   if skipped:
     logging.warning('%s: using %d images, skipped %d', directory, len(images), len(skipped))

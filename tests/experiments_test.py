@@ -10,7 +10,7 @@ from conftest import REPO, SHARED_SR, SHARED_TFDS, require
 
 EXPERIMENTS = {'reference_x3': SHARED_TFDS, 'reference_x6': SHARED_TFDS,
                'improved_x3': SHARED_TFDS, 'improved_x6': SHARED_TFDS,
-               't91_x3': SHARED_SR / 'T91'}
+               't91_x3': SHARED_SR / 'T91', 'sr291_x3': SHARED_SR / 'BSD200'}
 
 
 def run_script(*args, timeout=300):
@@ -113,3 +113,26 @@ def test_zoo_benchmark_quick_mode(tmp_path):
   assert 'srvgg' in result.stdout and 'ratio' in result.stdout
   row, = json.loads(out.read_text())['rows']
   assert row['train_ratio'] > 0 and row['infer_ratio'] > 0 and row['parameters'] == 12_096
+
+
+def test_training_curve_reads_the_logged_evaluations(tmp_path, monkeypatch, capsys):
+  monkeypatch.syspath_prepend(str(REPO / 'experiments'))
+  import training_curve
+  rows = [{'step': 100, 'train/loss': 0.1},
+          {'step': 400, 'eval/model/psnr_y': 33.0, 'eval/train_minutes': 7.04},
+          {'step': 800, 'eval/model/psnr_y': 33.41, 'eval/train_minutes': 14.2},
+          # the run resumed from step 800 and evaluated it again
+          {'step': 800, 'eval/model/psnr_y': 33.4, 'eval/train_minutes': 14.3},
+          {'step': 1200, 'eval/model/psnr_y': 33.38, 'eval/train_minutes': 21.0}]
+  (tmp_path / 'metrics.jsonl').write_text(
+      '\n'.join(json.dumps(r) for r in rows) + '\n{"step": 1300, "eval/mo')
+  points = training_curve.read_curve(tmp_path, 'eval/model/psnr_y')
+  assert [(p['step'], p['value']) for p in points] == [(400, 33.0), (800, 33.4), (1200, 33.38)]
+  assert training_curve.main([str(tmp_path), '--output_json', str(tmp_path / 'c.json')]) == 0
+  table = capsys.readouterr().out
+  assert '| training minutes | 7.0 | 14.3 | 21.0 |' in table
+  assert '| step | 400 | 800 | 1,200 |' in table
+  assert '| eval/model/psnr_y | 33.000 | **33.400** | 33.380 |' in table
+  assert len(json.loads((tmp_path / 'c.json').read_text())[str(tmp_path)]) == 3
+  with pytest.raises(SystemExit, match='does not exist'):
+    training_curve.main([str(tmp_path / 'nowhere')])

@@ -182,6 +182,32 @@ def test_folder_source(tmp_path, caplog):
                                                       (108, 129)]
 
 
+def test_several_folders_train_together(tmp_path):
+  # The "291" set is two folders (T91 + BSD200): --data_dir A,B loads both, names prefixed.
+  write_folder(tmp_path / 't91')
+  rng = np.random.default_rng(1)
+  (tmp_path / 'bsd' / 'sub').mkdir(parents=True)
+  Image.fromarray(rng.integers(0, 255, (100, 150, 3), np.uint8)).save(tmp_path / 'bsd' / 'a.png')
+  Image.fromarray(rng.integers(0, 255, (30, 30, 3), np.uint8)).save(
+      tmp_path / 'bsd' / 'sub' / 'tiny.png')
+  both = input_pipeline.load_folder_images(f'{tmp_path / "t91"}, {tmp_path / "bsd"}/',
+                                           min_size=96)
+  assert both.names == ['t91/a.png', 't91/rgba.png', 't91/sub/b.bmp', 't91/sub/gray.jpg',
+                        'bsd/a.png']
+  assert sorted(both.skipped) == ['bsd/sub/tiny.png', 't91/corrupt.png', 't91/small.png']
+  assert both.gray == [False, False, False, True, False]
+  assert both.images[-1].shape == (100, 150, 3)
+  config = Config(dataset='folder', data_dir=f'{tmp_path / "t91"},{tmp_path / "bsd"}',
+                  hr_size=96, input_size=32, patches_per_image=2)
+  assert len(input_pipeline.make_train_source(config).names) == 5
+  with pytest.raises(input_pipeline.DataError, match='empty folder name'):
+    input_pipeline.load_folder_images(f'{tmp_path / "t91"},,{tmp_path / "bsd"}')
+  with pytest.raises(input_pipeline.DataError, match='twice'):
+    input_pipeline.load_folder_images(f'{tmp_path / "bsd"},{tmp_path / "bsd"}')
+  with pytest.raises(input_pipeline.DataError, match='missing does not exist'):
+    input_pipeline.load_folder_images(f'{tmp_path / "t91"},{tmp_path / "missing"}')
+
+
 def test_folder_without_usable_images(tmp_path):
   (tmp_path / 'empty').mkdir()
   (tmp_path / 'empty' / 'bad.png').write_bytes(b'nope')

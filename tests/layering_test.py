@@ -123,7 +123,8 @@ def test_experiments_train_their_preset():
   finally:
     sys.path.pop(0)
   from flax_sr import main
-  for name in ('reference_x3', 'reference_x6', 'improved_x3', 'improved_x6', 't91_x3'):
+  for name in ('reference_x3', 'reference_x6', 'improved_x3', 'improved_x6', 't91_x3',
+               'sr291_x3'):
     from_main, _ = main.parse_config(['--config', name, '--data_dir', 'D'])
     from_experiment = common.experiment_config(name, data_dir='D')
     assert from_main == from_experiment, name
