@@ -29,17 +29,10 @@ train)
   python3 -m flax_sr.main $MP --dtype bfloat16 --workdir /tmp/bf16 > "$OUT/mp_bf16.log" 2>&1 &
   python3 -m flax_sr.main $MP --dtype float32 --workdir /tmp/fp32 > "$OUT/mp_fp32.log" 2>&1 &
   wait
-  mkdir -p /tmp/pretrained
-  python3 - <<'PY'
-import json, pathlib
-from flax_sr import inference
-for s in (2, 3, 4):
-  loaded = inference.load_run(f'/tmp/t91_x{s}', 'best')
-  meta = [json.loads(l) for l in open(f'/tmp/t91_x{s}/metrics.jsonl') if 'eval/model/psnr_y' in l]
-  inference.save_pretrained(loaded, f'x{s}', extra={'set5_eval_history': meta[-5:]},
-                            directory=pathlib.Path('/tmp/pretrained'))
-  print('saved x%d from %s' % (s, loaded.source))
-PY
+  for s in 2 3 4; do
+    python3 experiments/ship_pretrained.py /tmp/t91_x$s x$s --step best --output_dir /tmp/pretrained \
+      --trained_with "MINUTES=${MINUTES:-3.5} STEPS=${STEPS:-16000} bash experiments/device_check.sh train ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+  done
   tar -C /tmp -cf "$OUT/pretrained.tar" pretrained
   tail -n 12 "$OUT"/*.log
   ;;

@@ -76,7 +76,7 @@ def pretrained_names() -> list[str]:
 
 
 def load_pretrained(name: str) -> LoadedModel:
-  """Weights shipped with the package (e.g. 'x3'), trained on T91 (see experiments/)."""
+  """Weights shipped with the package (e.g. 'x3'); their .json says how they were trained."""
   meta_path, weights_path = PRETRAINED_DIR / f'{name}.json', PRETRAINED_DIR / f'{name}.msgpack'
   if not meta_path.is_file() or not weights_path.is_file():
     raise UserError(f'no pretrained model {name!r}; available: '

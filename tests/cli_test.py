@@ -161,3 +161,26 @@ def test_predict_single_file_and_missing_input(trained_run, tmp_path):
                                       '--input', str(tmp_path / 'nope.png'), '--output',
                                       str(tmp_path / 'z.png')))
   assert 'does not exist' in message
+
+
+def test_ship_pretrained_writes_weights_that_load_as_a_pretrained_name(trained_run, tmp_path,
+                                                                      monkeypatch):
+  import sys
+  from conftest import REPO
+  monkeypatch.syspath_prepend(str(REPO / 'experiments'))
+  import ship_pretrained
+  assert ship_pretrained.main([str(trained_run), 'mine', '--step', 'latest', '--output_dir',
+                               str(tmp_path), '--trained_with', 'the test']) == 0
+  meta = json.loads((tmp_path / 'mine.json').read_text())
+  assert meta['trained_with'] == 'the test' and meta['config']['data_dir'] is None
+  assert meta['source'].endswith('step 4 (latest)') and meta['training_data'] is None
+  assert all('eval/model/psnr_y' in row for row in meta['set5_eval_history'])
+  monkeypatch.setattr(inference, 'PRETRAINED_DIR', tmp_path)
+  shipped, run = inference.load_pretrained('mine'), inference.load_run(trained_run, 'latest')
+  lr = np.random.default_rng(0).random((1, 12, 12, 3), np.float32)
+  upscale = lambda loaded: np.asarray(loaded.model.apply(loaded.variables, lr, train=False))
+  # float16 weights: equal to the run's float32 model within half-precision rounding
+  np.testing.assert_allclose(upscale(shipped), upscale(run), atol=2e-3)
+  with pytest.raises(SystemExit):
+    ship_pretrained.main([str(tmp_path / 'nowhere'), 'x', '--trained_with', 't'])
+  del sys.modules['ship_pretrained']
