@@ -214,6 +214,9 @@ class Config:
       'constant, or cosine (warm-up then cosine decay to 1%)')
   warmup_steps: int = option(0,
       'warm-up steps of the cosine schedule')
+  grad_clip_norm: float | None = option(None,
+      "clip the generator's gradients to this global L2 norm before Adam (damps the spikes of "
+      'high learning rates); the logged train/grad_norm is the norm before clipping')
   loss: str = option('mse',
       'pixel loss: mse, l1 or charbonnier')
   ema_decay: float = option(0.0,
@@ -440,6 +443,9 @@ class Config:
       raise UserError(f'--train_minutes must be a positive number, got {self.train_minutes}')
     if self.warmup_steps < 0:
       raise UserError(f'--warmup_steps must be 0 or more, got {self.warmup_steps}')
+    if self.grad_clip_norm is not None and not (math.isfinite(self.grad_clip_norm)
+                                                and self.grad_clip_norm > 0):
+      raise UserError(f'--grad_clip_norm must be a positive number, got {self.grad_clip_norm}')
     if self.warmup_steps and self.lr_schedule != 'cosine':
       raise UserError(f'--warmup_steps {self.warmup_steps} needs --lr_schedule cosine (the '
                       f'constant schedule has no warm-up)')

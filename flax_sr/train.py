@@ -326,7 +326,7 @@ def state_from_config(config, total_steps: int | None = None) -> TrainState:
   """A freshly initialised training state for ``config`` (seeded by ``config.seed``)."""
   model = model_from_config(config)
   tx = make_optimizer(config.learning_rate, schedule=config.lr_schedule, total_steps=total_steps,
-                      warmup_steps=config.warmup_steps)
+                      warmup_steps=config.warmup_steps, grad_clip_norm=config.grad_clip_norm)
   lr_shape = (1, config.input_size, config.input_size, 3)
   return create_train_state(jax.random.key(config.seed), model, tx, lr_shape=lr_shape,
                             ema=config.ema_decay > 0)
