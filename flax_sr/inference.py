@@ -16,6 +16,7 @@ from flax import serialization
 
 from flax_sr import checkpointing
 from flax_sr import gan as gan_lib
+from flax_sr import input_pipeline
 from flax_sr import parallel
 from flax_sr import shape_buckets
 from flax_sr import train as train_lib
@@ -166,7 +167,8 @@ def save_pretrained(loaded: LoadedModel, name: str, extra: dict | None = None,
                                                    eval_data_dir=None).to_json()),
           'source': f'{config.dataset} x{config.scale} run, step {loaded.step}',
           'training_data': (' + '.join(pathlib.Path(folder).name for folder in
-                                       config.data_dir.split(',')) if config.data_dir else None),
+                                       input_pipeline.split_folders(config.data_dir))
+                            if config.data_dir else None),
           'validation_data': (pathlib.Path(config.eval_data_dir).name if config.eval_data_dir
                               else None),
           **(extra or {})}
