@@ -23,10 +23,12 @@ DIV2K_CONFIGS = ('bicubic_x2', 'bicubic_x3', 'bicubic_x4', 'bicubic_x8', 'unknow
                  'realistic_wild_x4')
 MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
+EDSR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect')
 RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
 # The model keyword arguments each config field sets, per model (besides ``features``).
 MODEL_FIELDS = {
-    'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale'},
+    'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale',
+             'upsampler': 'upsampler'},
     'rrdb': {'num_rrdb': 'num_rrdb', 'pixel_unshuffle': 'pixel_unshuffle'},
     'srvgg': {'num_conv': 'num_res_blocks'},
     'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
@@ -177,7 +179,8 @@ class Config:
       'swinir/hat: MLP hidden width / embedding width')
   upsampler: str = option('pixelshuffle',
       'swinir: pixelshuffle (classical), pixelshuffledirect (lightweight) or nearest+conv '
-      '(real-world)')
+      '(real-world); edsr: pixelshuffle (the paper\'s) or pixelshuffledirect (one conv to '
+      'RGB x scale^2, then the shuffle)')
   resi_connection: str = option('1conv',
       'swinir/hat: convolution closing each block: 1conv, 3conv (swinir) or identity (hat)')
   compress_ratio: int = option(3,
@@ -429,6 +432,9 @@ class Config:
                       f'{",".join(map(str, self.image_scales))}')
     if self.model in ('swinir', 'hat'):
       self._validate_transformer()
+    if self.model == 'edsr' and self.upsampler not in EDSR_UPSAMPLERS:
+      raise UserError(f'--upsampler {self.upsampler} is not one of edsr\'s: '
+                      f'{", ".join(EDSR_UPSAMPLERS)}')
     self.degradation_settings()
     if self.discriminator is not None:
       self._validate_gan()

@@ -132,7 +132,12 @@ class ResBlock(nn.Module):
 
 
 class EDSR(nn.Module):
-  """EDSR-baseline: head conv, residual blocks (no BN), body conv + skip, pixel shuffle, tail."""
+  """EDSR-baseline: head conv, residual blocks (no BN), body conv + skip, pixel shuffle, tail.
+
+  ``upsampler='pixelshuffledirect'`` replaces EDSR's upsampler (a conv to features*scale^2
+  channels, the shuffle, and a conv at the output resolution) by one conv straight to
+  3*scale^2 channels and the shuffle, as the lightweight SwinIR/IMDN/SPAN do: at x3 that drops
+  about 40% of a 64x8 model's training FLOPs, which can buy depth instead."""
   scale: int = 3
   features: int = 64
   num_res_blocks: int = 16
@@ -140,6 +145,7 @@ class EDSR(nn.Module):
   global_residual: bool = False
   dtype: Any = jnp.float32
   conv_impl: str = 'xla'
+  upsampler: str = 'pixelshuffle'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -152,11 +158,19 @@ class EDSR(nn.Module):
     for i in range(self.num_res_blocks):
       y = ResBlock(self.features, self.res_scale, self.dtype, self.conv_impl, name=f'res{i}')(y)
     y = conv(self.features, name='body_tail')(y) + head
-    # Upsample in steps of 2 for powers of two (as EDSR does), else in one shuffle.
-    for i, factor in enumerate(s for s in upsample_steps(self.scale) if s > 1):
-      y = conv(self.features * factor**2, name=f'up{i}')(y)
-      y = pixel_shuffle(y, factor)
-    y = conv(3, name='tail', kernel_init=last_layer_init(self.global_residual))(y) + 0.5
+    if self.upsampler == 'pixelshuffledirect':
+      y = conv(3 * self.scale**2, name='upsampler',
+               kernel_init=last_layer_init(self.global_residual))(y)
+      y = pixel_shuffle(y, self.scale) + 0.5
+    elif self.upsampler == 'pixelshuffle':
+      # Upsample in steps of 2 for powers of two (as EDSR does), else in one shuffle.
+      for i, factor in enumerate(s for s in upsample_steps(self.scale) if s > 1):
+        y = conv(self.features * factor**2, name=f'up{i}')(y)
+        y = pixel_shuffle(y, factor)
+      y = conv(3, name='tail', kernel_init=last_layer_init(self.global_residual))(y) + 0.5
+    else:
+      raise ValueError(f"EDSR's upsampler must be pixelshuffle or pixelshuffledirect, got "
+                       f'{self.upsampler!r}')
     if self.global_residual:
       return add_global_residual(x, y - 0.5, self.scale)
     return y.astype(jnp.float32)

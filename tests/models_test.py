@@ -116,3 +116,48 @@ def test_zoo_presets_build_the_parameter_counts_their_summaries_state():
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
     decimals = len(millions.split('.')[1]) if '.' in millions else 0
     assert round(count_params(params['params']) / 1e6, decimals) == float(millions), name
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_edsr_pixelshuffledirect_is_one_conv_to_rgb_subpixels(scale):
+  """EDSR with the lightweight upsampler: the body's features go through a single 3x3 conv to
+  3*scale^2 channels and a pixel shuffle (no features*scale^2 conv, no conv at the output
+  resolution); its output is exactly that, and it has that many parameters fewer."""
+  from flax_sr import fast_conv
+  c, blocks = 8, 2
+  direct = models.create_model('edsr', scale=scale, features=c, num_res_blocks=blocks,
+                               upsampler='pixelshuffledirect')
+  x = jax.random.uniform(jax.random.key(1), (2, 7, 9, 3))
+  variables = direct.init(jax.random.key(0), x)
+  params = variables['params']
+  assert 'tail' not in params and not any(k.startswith('up') and k != 'upsampler' for k in params)
+  body = (9 * 3 * c + c) + (2 * blocks + 1) * (9 * c * c + c)
+  assert count_params(params) == body + 9 * c * 3 * scale**2 + 3 * scale**2
+  # Zero-initialised like the usual tail when residual, so that model starts at bicubic.
+  from flax_sr import resize
+  residual = direct.clone(global_residual=True)
+  np.testing.assert_allclose(residual.apply(residual.init(jax.random.key(0), x), x),
+                             resize.imresize(x, scale), atol=1e-5)
+  # Its output is pixel_shuffle(conv(features)) + 0.5: recompute it from the captured features.
+  upsampler = params['upsampler']
+  variables = {'params': {**params, 'upsampler': {
+      'kernel': jax.random.normal(jax.random.key(2), upsampler['kernel'].shape) * 0.1,
+      'bias': jax.random.normal(jax.random.key(3), upsampler['bias'].shape) * 0.1}}}
+  y, state = direct.apply(variables, x, capture_intermediates=True, mutable=['intermediates'])
+  assert y.shape == (2, 7 * scale, 9 * scale, 3)
+  features = state['intermediates']['body_tail']['__call__'][0] + \
+      state['intermediates']['head']['__call__'][0]
+  kernel, bias = variables['params']['upsampler']['kernel'], variables['params']['upsampler']['bias']
+  expected = models.pixel_shuffle(fast_conv.conv_xla(features, kernel) + bias, scale) + 0.5
+  np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_edsr_upsampler_choices_are_checked():
+  from flax_sr.config import Config
+  from flax_sr.errors import UserError
+  Config(model='edsr', upsampler='pixelshuffledirect').validate()
+  with pytest.raises(UserError, match="not one of edsr's: pixelshuffle, pixelshuffledirect"):
+    Config(model='edsr', upsampler='nearest+conv').validate()
+  with pytest.raises(ValueError, match='pixelshuffle or pixelshuffledirect'):
+    models.create_model('edsr', scale=3, features=4, upsampler='nearest').init(
+        jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
