@@ -3,7 +3,7 @@ print: bicubic, the PSNR model (stage 1) and the GAN model (stage 2) on PSNR-Y, 
 LPIPS.
 
     python experiments/esrgan_x4.py --workdir runs/esrgan_x4 --stage1_minutes 20 \
-        --stage2_minutes 20 [--data_dir T91/ --eval_data_dir Set5/]
+        --stage2_minutes 38 [--data_dir T91/ --eval_data_dir Set5/]
 
 Stage 1 trains the preset ``esrgan_cpu_psnr_x4`` (L1); stage 2 the preset
 ``esrgan_cpu_gan_x4`` (L1 + VGG16 perceptual + relativistic GAN, U-Net discriminator),
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                                    description=__doc__.split('\n\n')[0])
   add_folder_run_flags(parser)
   parser.add_argument('--stage1_minutes', type=float, default=20.0)
-  parser.add_argument('--stage2_minutes', type=float, default=20.0)
+  parser.add_argument('--stage2_minutes', type=float, default=38.0)
   parser.add_argument('--quick', action='store_true', help='two steps per stage (CI)')
   args = parser.parse_args(argv)
   check_eval_data_dir(parser, args)

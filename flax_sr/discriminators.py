@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_sr import blocks
 from flax_sr.config import DISCRIMINATORS  # noqa: F401 (the names, for callers)
 
 
@@ -32,6 +33,7 @@ class VGGStyleDiscriminator(nn.Module):
   input_size: int = 128
   dtype: jnp.dtype = jnp.float32
   axis_name: str | None = None  # BatchNorm over the global batch under pmap
+  conv_impl: str = 'xla'  # the 3x3 stride-1 convolutions ('tuned': the CPU's Winograd)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
@@ -49,8 +51,8 @@ class VGGStyleDiscriminator(nn.Module):
 
     for stage, width in enumerate(widths):
       # The first convolution has a bias and no normalisation; the others are followed by BN.
-      x = nn.Conv(width, (3, 3), padding=1, use_bias=stage == 0, dtype=self.dtype,
-                  name=f'conv{stage}_0')(x)
+      x = blocks.make_conv(self.conv_impl, width, use_bias=stage == 0, dtype=self.dtype,
+                           name=f'conv{stage}_0')(x)
       if stage:
         x = batch_norm(f'bn{stage}_0')(x)
       x = _leaky(x)
@@ -67,6 +69,7 @@ class UNetDiscriminatorSN(nn.Module):
   features: int = 64
   skip_connection: bool = True
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = 'xla'  # the 3x3 convolutions ('tuned': the CPU's Winograd); 4x4 are XLA's
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
@@ -78,8 +81,12 @@ class UNetDiscriminatorSN(nn.Module):
 
     def sn_conv(index, width, kernel, stride):
       # torch.nn.utils.spectral_norm: one power iteration per training call.
-      conv = nn.Conv(width, (kernel, kernel), strides=stride, padding=1, use_bias=False,
-                     dtype=self.dtype, name=f'conv{index}')
+      if stride == 1:
+        conv = blocks.make_conv(self.conv_impl, width, kernel, use_bias=False,
+                                dtype=self.dtype, name=f'conv{index}')
+      else:
+        conv = nn.Conv(width, (kernel, kernel), strides=stride, padding=1, use_bias=False,
+                       dtype=self.dtype, name=f'conv{index}')
       # Parameters under conv{index} (PyTorch's names); its u and sigma under sn{index}.
       return lambda y: nn.SpectralNorm(conv, name=f'sn{index}')(y, update_stats=train)
 
@@ -87,7 +94,7 @@ class UNetDiscriminatorSN(nn.Module):
       n, h, w, c = y.shape
       return jax.image.resize(y, (n, 2 * h, 2 * w, c), 'bilinear')
 
-    x0 = _leaky(nn.Conv(nf, (3, 3), padding=1, dtype=self.dtype, name='conv0')(x))
+    x0 = _leaky(blocks.make_conv(self.conv_impl, nf, dtype=self.dtype, name='conv0')(x))
     x1 = _leaky(sn_conv(1, nf * 2, 4, 2)(x0))
     x2 = _leaky(sn_conv(2, nf * 4, 4, 2)(x1))
     x3 = _leaky(sn_conv(3, nf * 8, 4, 2)(x2))
@@ -102,14 +109,16 @@ class UNetDiscriminatorSN(nn.Module):
       x6 = x6 + x0
     x7 = _leaky(sn_conv(7, nf, 3, 1)(x6))
     x8 = _leaky(sn_conv(8, nf, 3, 1)(x7))
-    return nn.Conv(1, (3, 3), padding=1, dtype=self.dtype, name='conv9')(x8).astype(jnp.float32)
+    return blocks.make_conv(self.conv_impl, 1, dtype=self.dtype, name='conv9')(x8).astype(
+        jnp.float32)
 
 
 def create_discriminator(name: str, *, features: int = 64, input_size: int = 128,
-                         dtype=jnp.float32) -> nn.Module:
+                         dtype=jnp.float32, conv_impl: str = 'xla') -> nn.Module:
   """'vgg' (ESRGAN, ``input_size`` 128 or 256) or 'unet' (Real-ESRGAN)."""
   if name == 'vgg':
-    return VGGStyleDiscriminator(features=features, input_size=input_size, dtype=dtype)
+    return VGGStyleDiscriminator(features=features, input_size=input_size, dtype=dtype,
+                                 conv_impl=conv_impl)
   if name == 'unet':
-    return UNetDiscriminatorSN(features=features, dtype=dtype)
+    return UNetDiscriminatorSN(features=features, dtype=dtype, conv_impl=conv_impl)
   raise ValueError(f'discriminator must be one of {DISCRIMINATORS}, got {name!r}')

@@ -149,6 +149,15 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
     logits, updates = disc.apply(variables, images, train=True, mutable=['batch_stats'])
     return logits, updates.get('batch_stats', {})
 
+  # The discriminator's pass on the real images is the same in both updates (the same
+  # parameters, statistics and images; the power iteration and BatchNorm's running averages
+  # carry no gradient), so it runs once: the generator reads its logits, and the
+  # discriminator's gradient goes back through its saved linearisation.
+  real_logits, real_vjp, real_stats = jax.vjp(
+      lambda disc_params: apply_disc({'params': disc_params,
+                                      'batch_stats': state.disc_batch_stats}, target),
+      state.disc_params, has_aux=True)
+
   def generator_loss(params):
     outputs, updates = model.apply(train_lib._variables(params, state.batch_stats), lr,
                                    train=True, mutable=['batch_stats'])
@@ -156,7 +165,6 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
     perceptual = perceptual_loss(vgg_weights, outputs, target, losses.perceptual_layers,
                                  losses.vgg_conv_impl)
     # The discriminator as it is (its statistics updates are the discriminator step's).
-    real_logits, _ = apply_disc(disc_variables, target)
     fake_logits, _ = apply_disc(disc_variables, outputs)
     adversarial = generator_adversarial_loss(real_logits, fake_logits, losses.gan_loss,
                                              axis_name)
@@ -170,15 +178,15 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
       generator_loss, has_aux=True)(state.params)
   fake = jax.lax.stop_gradient(outputs)
 
-  def disc_loss(disc_params):
-    real_logits, stats = apply_disc({'params': disc_params,
-                                     'batch_stats': state.disc_batch_stats}, target)
-    fake_logits, stats = apply_disc({'params': disc_params, 'batch_stats': stats}, fake)
+  def disc_loss(disc_params, real_logits):
+    # After the real pass, as in PyTorch: its power iteration (or statistics) comes first.
+    fake_logits, stats = apply_disc({'params': disc_params, 'batch_stats': real_stats}, fake)
     return (discriminator_loss(real_logits, fake_logits, losses.gan_loss, axis_name),
-            (stats, real_logits, fake_logits))
+            (stats, fake_logits))
 
-  (d_loss, (disc_stats, real_logits, fake_logits)), disc_grads = jax.value_and_grad(
-      disc_loss, has_aux=True)(state.disc_params)
+  (d_loss, (disc_stats, fake_logits)), (disc_grads, real_cotangent) = jax.value_and_grad(
+      disc_loss, argnums=(0, 1), has_aux=True)(state.disc_params, real_logits)
+  disc_grads = jax.tree.map(jnp.add, disc_grads, real_vjp(real_cotangent)[0])
   scalars = {'loss': total, 'd_loss': d_loss, 'd_real': jnp.mean(real_logits),
              'd_fake': jnp.mean(fake_logits), **terms}
   if axis_name is not None:
@@ -200,7 +208,7 @@ def create_discriminator(config) -> nn.Module:
   dtype = jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
   return discriminators_lib.create_discriminator(
       config.discriminator, features=config.disc_features, input_size=config.hr_size,
-      dtype=dtype)
+      dtype=dtype, conv_impl=config.resolved_conv_impl())
 
 
 def state_from_config(config, total_steps: int | None = None) -> GANTrainState:

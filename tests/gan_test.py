@@ -132,34 +132,62 @@ def unet_variables(module):
   return {'params': params, 'batch_stats': stats}
 
 
-def test_discriminators_equal_their_pytorch_definitions():
+@pytest.mark.parametrize('conv_impl', ['xla', 'tuned'])
+def test_discriminators_equal_their_pytorch_definitions(conv_impl):
   rng = np.random.default_rng(0)
   # ESRGAN's, in training mode (BatchNorm on the batch's statistics), and its parameter count.
   torch_vgg = randomise(TorchVGGStyleDiscriminator(4)).train()
   x = rng.random((2, 128, 128, 3), np.float32)
   expected = torch_vgg(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
-  ours, _ = jax.jit(lambda v, x: discriminators.VGGStyleDiscriminator(features=4).apply(
-      v, x, train=True, mutable=['batch_stats']))(vgg_disc_variables(torch_vgg), x)
+  ours, _ = jax.jit(lambda v, x: discriminators.VGGStyleDiscriminator(
+      features=4, conv_impl=conv_impl).apply(v, x, train=True, mutable=['batch_stats']))(
+          vgg_disc_variables(torch_vgg), x)
   np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=1e-4)
   # Real-ESRGAN's: one power iteration per training call, from the same u.
   torch_unet = randomise(TorchUNetDiscriminatorSN(4)).train()
   variables = unet_variables(torch_unet)
   x = rng.random((2, 32, 40, 3), np.float32)
   expected = torch_unet(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
-  ours, updates = jax.jit(lambda v, x: discriminators.UNetDiscriminatorSN(features=4).apply(
-      v, x, train=True, mutable=['batch_stats']))(variables, x)
+  ours, updates = jax.jit(lambda v, x: discriminators.UNetDiscriminatorSN(
+      features=4, conv_impl=conv_impl).apply(v, x, train=True, mutable=['batch_stats']))(
+          variables, x)
   np.testing.assert_allclose(np.asarray(ours)[..., 0], expected[:, 0], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(updates['batch_stats']['sn3']['conv3/kernel/u'][0],
                              torch_unet.conv3.weight_u.numpy(), atol=1e-5)
   # Parameter counts at the papers' 64 features.
   for module, torch_module, shape in [
-      (discriminators.VGGStyleDiscriminator(), TorchVGGStyleDiscriminator(64), (1, 128, 128, 3)),
-      (discriminators.UNetDiscriminatorSN(), TorchUNetDiscriminatorSN(64), (1, 32, 32, 3))]:
+      (discriminators.VGGStyleDiscriminator(conv_impl=conv_impl),
+       TorchVGGStyleDiscriminator(64), (1, 128, 128, 3)),
+      (discriminators.UNetDiscriminatorSN(conv_impl=conv_impl), TorchUNetDiscriminatorSN(64),
+       (1, 32, 32, 3))]:
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(shape)))
     count = sum(np.prod(s.shape) for s in jax.tree.leaves(shapes['params']))
     assert count == torch_count(torch_module), type(module).__name__
   assert torch_count(TorchVGGStyleDiscriminator(64)) == 14_499_401
   assert torch_count(TorchUNetDiscriminatorSN(64)) == 4_376_897
+
+
+def test_discriminators_tuned_convolutions_give_xla_gradients():
+  """The CPU's Winograd convolutions inside the discriminators: the same logits and the same
+  gradients for both of a GAN step's uses (the discriminator's parameters; the generator's
+  output) as XLA's convolutions, from the same parameters."""
+  rng = np.random.default_rng(1)
+  cases = [(discriminators.UNetDiscriminatorSN, dict(features=8), (2, 48, 48, 3)),
+           (discriminators.VGGStyleDiscriminator, dict(features=4), (2, 128, 128, 3))]
+  for cls, settings, shape in cases:
+    make = functools.partial(cls, **settings)
+    images = jnp.asarray(rng.random(shape, np.float32))
+    variables = make().init(jax.random.key(0), images, train=False)
+    results = {}
+    for impl in ('xla', 'tuned'):
+      def loss(params, images, module=make(conv_impl=impl)):
+        logits, _ = module.apply({**variables, 'params': params}, images, train=True,
+                                 mutable=['batch_stats'])
+        return jnp.mean(jnp.sin(3 * logits))
+      results[impl] = jax.jit(jax.value_and_grad(loss, (0, 1)))(variables['params'], images)
+    for got, want in zip(jax.tree.leaves(results['tuned']), jax.tree.leaves(results['xla'])):
+      scale = float(jnp.max(jnp.abs(want))) + 1e-12
+      assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale + 1e-7
 
 
 def test_discriminator_size_errors_name_both_sizes():
@@ -325,6 +353,39 @@ def test_gan_train_step_is_pure_and_updates_both_networks(vgg16, initial_state):
   total = (losses.pixel_weight * metrics['pixel_loss'] + losses.perceptual_weight
            * metrics['perceptual_loss'] + losses.adversarial_weight * metrics['adversarial_loss'])
   np.testing.assert_allclose(metrics['loss'], total, rtol=1e-6)
+
+
+def test_the_discriminator_update_is_its_loss_gradient_over_both_passes(vgg16, initial_state):
+  """The step runs the discriminator's real pass once for both updates; its update must still
+  be the gradient of the loss of a real pass and then a fake pass (each with the spectral norm
+  state the one before left), as PyTorch computes it."""
+  import optax
+  from flax_sr import metrics as metrics_lib
+  config = tiny_gan_config()
+  state = initial_state
+  hr = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  new, metrics = jax.jit(functools.partial(
+      gan.gan_train_step, losses=gan.GANLosses.from_config(config)))(state, {'hr': hr}, vgg16)
+  target = metrics_lib.to_float(jnp.asarray(hr))
+  lr = metrics_lib.to_float(train_lib.training_lr(jnp.asarray(hr), state.model.scale,
+                                                  state.step, None, None))
+  fake = state.model.apply({'params': state.params}, lr, train=True)
+
+  def loss(disc_params):
+    apply = functools.partial(state.discriminator.apply, train=True, mutable=['batch_stats'])
+    real, stats = apply({'params': disc_params, 'batch_stats': state.disc_batch_stats}, target)
+    fake_logits, stats = apply({'params': disc_params, **stats}, fake)
+    return gan.discriminator_loss(real, fake_logits, config.gan_loss), stats['batch_stats']
+
+  (d_loss, stats), grads = jax.value_and_grad(loss, has_aux=True)(state.disc_params)
+  updates, _ = state.disc_tx.update(grads, state.disc_opt_state, state.disc_params)
+  np.testing.assert_allclose(metrics['d_loss'], d_loss, rtol=1e-6)
+  np.testing.assert_allclose(metrics['d_grad_norm'], optax.tree.norm(grads), rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(new.disc_params),
+                       jax.tree.leaves(optax.apply_updates(state.disc_params, updates))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  for got, want in zip(jax.tree.leaves(new.disc_batch_stats), jax.tree.leaves(stats)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_gan_step_with_only_the_pixel_term_is_the_psnr_step(vgg16, initial_state):
