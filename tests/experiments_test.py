@@ -70,9 +70,13 @@ def test_benchmark_quick_mode(tmp_path):
   out = tmp_path / 'bench.json'
   # Two of the default six training rows (each compiles a step): the reference model's two
   # placements at one size, and EDSR.
+  # --gan: the GAN step of a shrunken esrgan_cpu_gan_x4 beside its PSNR step, and its parts.
   result = run_script(REPO / 'experiments' / 'bench.py', '--quick', '--models', 'reference',
-                      'edsr', '--sizes', '16', '--output_json', out)
+                      'edsr', '--sizes', '16', '--gan', '--output_json', out)
   assert result.returncode == 0, result.stderr[-3000:]
+  gan_row, = json.loads((tmp_path / 'bench_extra.json').read_text())['gan']
+  assert gan_row['preset'] == 'esrgan_cpu_gan_x4' and gan_row['gan_over_psnr'] > 1
+  assert all(gan_row[f'{part}_ms'] > 0 for part in ('perceptual', 'discriminator'))
   rows = json.loads(out.read_text())
   assert {r['model'] for r in rows} == {'reference', 'edsr'}
   assert len([r for r in rows if r['model'] == 'reference']) == 2  # late/early
