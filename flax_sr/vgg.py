@@ -51,6 +51,18 @@ def layer_names(arch: str) -> list[str]:
   return [f'conv{b + 1}_{i + 1}' for b, n in enumerate(BLOCKS[arch]) for i in range(n)]
 
 
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """torchvision's ``MaxPool2d(2, 2)`` (an odd last row or column is dropped), as a max over
+  the axes of a reshape rather than ``lax.reduce_window``: the same values, and a gradient
+  that XLA computes elementwise instead of by select-and-scatter, which XLA:CPU runs several
+  times slower (the perceptual loss backpropagates through four pools every GAN step). Ties
+  within a window share the gradient instead of the first one taking it all; after the ReLU a
+  tie is at zero (no gradient either way) or between equal positive floats."""
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 def features(weights: dict[str, Any], images: jnp.ndarray, layers: Sequence[str],
              conv_impl: str = 'xla') -> dict[str, jnp.ndarray]:
   """The feature maps named in ``layers`` of float RGB ``images`` in [0, 1] (NHWC), computed
@@ -64,7 +76,7 @@ def features(weights: dict[str, Any], images: jnp.ndarray, layers: Sequence[str]
   out, index = {}, 0
   for block, count in enumerate(BLOCKS[arch]):
     if block:
-      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+      x = max_pool_2x2(x)
     for _ in range(count):
       conv = weights['convs'][index]
       x = blocks.conv_with_kernel(conv_impl, x, jnp.asarray(conv['kernel'], x.dtype)

@@ -87,3 +87,18 @@ def test_perceptual_loss_equals_pytorch_known_answer():
   assert abs(value - float(gan.perceptual_loss(
       vgg.load_weights(), images['rcan'][None].astype(np.float32),
       images['hr'][None].astype(np.float32), layers))) > 0.1 * value
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 7, 9, 2)])
+def test_vgg_max_pool_is_torchvisions_in_values_and_gradient(shape):
+  """vgg.max_pool_2x2 (a reshape and max, for speed) against the select-and-scatter pool
+  (lax.reduce_window, as PyTorch's MaxPool2d(2, 2)), odd sizes included: equal outputs and,
+  for inputs without ties, equal gradients."""
+  from flax_sr import vgg
+  x = jax.random.normal(jax.random.key(0), shape)
+  reference = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
+                                              (1, 2, 2, 1), 'VALID')
+  np.testing.assert_array_equal(vgg.max_pool_2x2(x), reference(x))
+  cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+  grad = jax.grad(lambda v: jnp.sum(vgg.max_pool_2x2(v) * cotangent))(x)
+  np.testing.assert_array_equal(grad, jax.grad(lambda v: jnp.sum(reference(v) * cotangent))(x))
