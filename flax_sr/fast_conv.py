@@ -198,13 +198,34 @@ def _winograd_inputs(x: jnp.ndarray, t: WinogradTransform) -> list[jnp.ndarray]:
           for tile in _combine([row[:, :, j:j + w:m] for j in range(m + 2)], t.input_transform)]
 
 
+def _to_transformed_domain(kernel: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
+  """G g G^T for every (C_in, C_out) pair of a (3, 3, C_in, C_out) kernel: (m+2, m+2, C_in, C_out).
+
+  One (a^2 x 9) @ (9 x C_in C_out) product with kron(G, G), whose entry ((a, b), (i, j)) is
+  G[a, i] G[b, j]. The einsum 'ai,ijco,bj->abco' computes the same sums, but XLA:CPU lowers it
+  to a chain of transposing products several times slower at 512 x 512; a frozen VGG16 passes
+  its kernels into every GAN step, which transforms them each time.
+  """
+  a = t.output_tile + 2
+  matrix = jnp.asarray(np.kron(t.kernel_transform, t.kernel_transform))
+  flat = jnp.dot(matrix, kernel.astype(jnp.float32).reshape(9, -1), precision='highest')
+  return flat.reshape(a, a, *kernel.shape[2:])
+
+
+def _from_transformed_domain(products: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
+  """G^T P G: the (3, 3, C_in, C_out) kernel gradient from its transformed-domain products
+  (a^2, C_in, C_out), as one product with kron(G, G)^T (see ``_to_transformed_domain``)."""
+  matrix = jnp.asarray(np.kron(t.kernel_transform, t.kernel_transform).T)
+  flat = jnp.dot(matrix, products.reshape(products.shape[0], -1), precision='highest')
+  return flat.reshape(3, 3, *products.shape[1:])
+
+
 def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
   n, h, w, c_in = x.shape
   c_out, m, a = kernel.shape[-1], t.output_tile, t.output_tile + 2
   inputs = _winograd_inputs(x, t)
-  # G g G^T: the kernel in the transformed domain, (a, a, C_in, C_out).
-  transformed = jnp.einsum('ai,ijco,bj->abco', t.kernel_transform, kernel.astype(jnp.float32),
-                           t.kernel_transform).astype(x.dtype).reshape(a * a, c_in, c_out)
+  # G g G^T: the kernel in the transformed domain, (a * a, C_in, C_out).
+  transformed = _to_transformed_domain(kernel, t).astype(x.dtype).reshape(a * a, c_in, c_out)
   # Separate products, not one batched product of stacked inputs: stacking would copy them.
   products = [jnp.dot(d.reshape(-1, c_in), transformed[i]).reshape(*d.shape[:3], c_out)
               for i, d in enumerate(inputs)]
@@ -222,7 +243,7 @@ def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform)
 def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
   """The weight gradient in the transformed domain: for each position of the transformed
   tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
-  c_in, c_out, m, a = x.shape[-1], dy.shape[-1], t.output_tile, t.output_tile + 2
+  c_in, c_out, m = x.shape[-1], dy.shape[-1], t.output_tile
   extra_h, extra_w = _tile_padding(dy, m)
   dy = _materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
   to_tile = t.output_transform.T
@@ -230,8 +251,7 @@ def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform)
   grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
   products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
                         for d, g in zip(_winograd_inputs(x, t), grads)])
-  return jnp.einsum('ai,abco,bj->ijco', t.kernel_transform, products.reshape(a, a, c_in, c_out),
-                    t.kernel_transform)
+  return _from_transformed_domain(products, t)
 
 
 def _make_winograd_conv(t: WinogradTransform):
