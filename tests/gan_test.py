@@ -190,6 +190,20 @@ def test_discriminators_tuned_convolutions_give_xla_gradients():
       assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale + 1e-7
 
 
+@pytest.mark.parametrize('shape', [(2, 4, 4, 3), (1, 3, 5, 2)])
+def test_the_unet_upsample_is_bilinear_resize_in_values_and_gradient(shape):
+  """The stencil the U-Net discriminator upsamples with against jax.image.resize (which the
+  PyTorch equality test above ties to F.interpolate), down to 1-pixel-wide borders."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  n, h, w, c = shape
+  resize = lambda v: jax.image.resize(v, (n, 2 * h, 2 * w, c), 'bilinear')
+  np.testing.assert_allclose(discriminators.upsample_bilinear_2x(x), resize(x), atol=1e-6)
+  cotangent = jax.random.normal(jax.random.key(1), (n, 2 * h, 2 * w, c))
+  grads = [jax.grad(lambda v: jnp.sum(f(v) * cotangent))(x)
+           for f in (discriminators.upsample_bilinear_2x, resize)]
+  np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
+
+
 def test_discriminator_size_errors_name_both_sizes():
   with pytest.raises(ValueError, match='128x128 images, got 96x96'):
     discriminators.VGGStyleDiscriminator().init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)))
