@@ -76,10 +76,21 @@ def compile_gan_train_step(mesh: Mesh, **step_kwargs):
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
 
 
-def compile_eval_step(mesh: Mesh, **step_kwargs):
-  step = functools.partial(train_lib.eval_step, **step_kwargs)
-  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                 out_shardings=replicated(mesh))
+def compile_eval_step(mesh: Mesh, lpips_weights=None, **step_kwargs):
+  """``eval_step`` over the mesh: (state, batch) -> sums. ``lpips_weights`` (replicated once
+  here) add the LPIPS of every row."""
+  if lpips_weights is None:
+    step = functools.partial(train_lib.eval_step, **step_kwargs)
+    return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                   out_shardings=replicated(mesh))
+
+  def step_with_lpips(state, batch, lpips_on_devices):
+    return train_lib.eval_step(state, batch, lpips_weights=lpips_on_devices, **step_kwargs)
+  compiled = jax.jit(step_with_lpips, in_shardings=(replicated(mesh), batch_sharding(mesh),
+                                                    replicated(mesh)),
+                     out_shardings=replicated(mesh))
+  on_devices = put_replicated(lpips_weights, mesh)
+  return lambda state, batch: compiled(state, batch, on_devices)
 
 
 def compile_eval_sums(mesh: Mesh, model, lpips_weights=None, **kwargs):

@@ -288,11 +288,11 @@ def eval_sums(model: nn.Module, variables: dict[str, Any], batch: dict[str, jnp.
 
 
 def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
-              axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',)
-              ) -> dict[str, jnp.ndarray]:
+              axis_name: str | None = None, baselines: Sequence[str] = ('bicubic',),
+              lpips_weights: dict[str, Any] | None = None) -> dict[str, jnp.ndarray]:
   """``eval_sums`` of the state's model with its inference weights (the EMA when kept)."""
   return eval_sums(state.model, inference_variables(state), batch, axis_name=axis_name,
-                   baselines=baselines)
+                   baselines=baselines, lpips_weights=lpips_weights)
 
 
 def summarize_eval(sums: dict[str, Any]) -> dict[str, dict[str, float]]:

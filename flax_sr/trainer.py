@@ -24,6 +24,7 @@ from flax_sr import distributed
 from flax_sr import evaluation
 from flax_sr import gan as gan_lib
 from flax_sr import inference
+from flax_sr import lpips as lpips_lib
 from flax_sr import resize as resize_lib
 from flax_sr import input_pipeline
 from flax_sr import metrics as metrics_lib
@@ -299,7 +300,10 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
     train_step = parallel.compile_train_step(mesh, loss=config.loss,
                                              ema_decay=config.ema_decay or 0.999,
                                              degradation=degradation)
-  eval_step = parallel.compile_eval_step(mesh)
+  # A GAN run trades PSNR for perceptual quality: its evaluations also report LPIPS (alex)
+  # when the weights are installed, so the curve shows what stage 2 buys.
+  eval_lpips = lpips_lib.installed_weights('alex') if config.discriminator else None
+  eval_step = parallel.compile_eval_step(mesh, lpips_weights=eval_lpips)
   eval_buckets = (config.eval_shape_buckets
                   if shape_buckets.supports_model(state.model) else 0)
   reporter = reporting.Reporter(workdir_path, enabled=is_main)
@@ -327,9 +331,11 @@ def _train(config: Config, workdir_path: pathlib.Path, mesh, train_source, eval_
       pictures.save_png(grid, pictures_dir / f'grid_step{step:07d}.png')
       reporter.images(step, {'comparison': grid})
     gain = table['model']['psnr_y'] - table['bicubic']['psnr_y']
-    logging.info('step %d eval on %s: PSNR-Y %.3f dB (bicubic %.3f, gain %+.3f), SSIM-Y %.4f',
+    lpips_note = (f', LPIPS {table["model"]["lpips"]:.4f} (bicubic '
+                  f'{table["bicubic"]["lpips"]:.4f})' if 'lpips' in table['model'] else '')
+    logging.info('step %d eval on %s: PSNR-Y %.3f dB (bicubic %.3f, gain %+.3f), SSIM-Y %.4f%s',
                  step, eval_set.name, table['model']['psnr_y'], table['bicubic']['psnr_y'], gain,
-                 table['model']['ssim_y'])
+                 table['model']['ssim_y'], lpips_note)
     return table
 
   def check_finite(loss: float, at_step: int):

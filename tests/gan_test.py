@@ -451,6 +451,11 @@ def test_gan_run_resumes_exactly_logs_every_term_and_loads_for_inference(vgg16, 
   logged = [row for row in reporting.read_metrics(tmp_path / 'full') if 'train/d_loss' in row]
   assert len(logged) == 4 and all(
       np.isfinite(row[f'train/{name}']) for row in logged for name in trainer.GAN_SCALARS)
+  # A GAN run's evaluations carry LPIPS (alex) for the model and for bicubic.
+  evaluated = [row for row in reporting.read_metrics(tmp_path / 'full') if 'eval/model/psnr_y'
+               in row]
+  assert evaluated and all(0 < row[f'eval/{name}/lpips'] < 1 for row in evaluated
+                           for name in ('model', 'bicubic'))
   loaded = inference.load_run(tmp_path / 'full', 'latest')
   np.testing.assert_array_equal(
       jax.tree.leaves(loaded.variables['params'])[0], jax.tree.leaves(states[0].ema_params)[0])
