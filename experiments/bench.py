@@ -220,18 +220,19 @@ def gan_step_parts(gan_state, vgg_weights, batch, losses) -> dict:
     return jnp.mean(logits), updates['batch_stats'] if 'batch_stats' in updates else {}
 
   @jax.jit
-  def discriminator_work(params, stats):
+  def discriminator_work(params, stats, real, fake):
     (_, stats), real_grad = jax.value_and_grad(apply, has_aux=True)(params, stats, real)
     image_grad = jax.grad(lambda images: apply(params, stats, images)[0])(fake)
     fake_grad = jax.grad(lambda p: apply(p, stats, fake)[0])(params)
     return real_grad, image_grad, fake_grad
 
-  perceptual_work = jax.jit(jax.grad(lambda out: gan.perceptual_loss(
-      vgg_weights, out, real, losses.perceptual_layers, losses.vgg_conv_impl)))
+  # Weights and images are arguments, as in the step: XLA would fold work on constants.
+  perceptual_work = jax.jit(jax.grad(lambda out, ref, weights: gan.perceptual_loss(
+      weights, out, ref, losses.perceptual_layers, losses.vgg_conv_impl)))
   return {
-      'perceptual': lambda: jax.block_until_ready(perceptual_work(fake)),
-      'discriminator': lambda: jax.block_until_ready(discriminator_work(disc_params,
-                                                                        disc_stats)),
+      'perceptual': lambda: jax.block_until_ready(perceptual_work(fake, real, vgg_weights)),
+      'discriminator': lambda: jax.block_until_ready(discriminator_work(
+          disc_params, disc_stats, real, fake)),
   }
 
 
