@@ -2,8 +2,8 @@
 print: bicubic, the PSNR model (stage 1) and the GAN model (stage 2) on PSNR-Y, SSIM-Y and
 LPIPS.
 
-    python experiments/esrgan_x4.py --workdir runs/esrgan_x4 --stage1_minutes 20 \
-        --stage2_minutes 38 [--data_dir T91/ --eval_data_dir Set5/]
+    python experiments/esrgan_x4.py --workdir runs/esrgan_x4 --stage1_minutes 15 \
+        --stage2_minutes 44 [--data_dir T91/ --eval_data_dir Set5/]
 
 Stage 1 trains the preset ``esrgan_cpu_psnr_x4`` (L1); stage 2 the preset
 ``esrgan_cpu_gan_x4`` (L1 + VGG16 perceptual + relativistic GAN, U-Net discriminator),
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python experiments/esrgan_x4.py',
                                    description=__doc__.split('\n\n')[0])
   add_folder_run_flags(parser)
-  parser.add_argument('--stage1_minutes', type=float, default=20.0)
-  parser.add_argument('--stage2_minutes', type=float, default=38.0)
+  parser.add_argument('--stage1_minutes', type=float, default=15.0)
+  parser.add_argument('--stage2_minutes', type=float, default=44.0)
   parser.add_argument('--quick', action='store_true', help='two steps per stage (CI)')
   args = parser.parse_args(argv)
   check_eval_data_dir(parser, args)

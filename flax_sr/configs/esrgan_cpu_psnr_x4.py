@@ -3,7 +3,7 @@
 The PSNR-oriented model that stage 2 (``esrgan_cpu_gan_x4``) fine-tunes adversarially; both
 run from ``experiments/esrgan_x4.py``. ESRGAN's architecture and loss at a size a 2-core CPU
 trains in minutes: batch 16 of 96x96 HR crops (24x24 LR), flips/rot90, Adam 5e-4 with
-warm-up + cosine decay over 900 steps (about the 20 minutes ``experiments/esrgan_x4.py`` gives
+warm-up + cosine decay over 900 steps (about the 15 minutes ``experiments/esrgan_x4.py`` gives
 it on a 2-core CPU, so the decay ends inside the budget), weight EMA. Pass
 ``--data_dir T91/ --eval_data_dir Set5/``.
 """
