@@ -125,6 +125,12 @@ def discriminator_loss(real_logits: jnp.ndarray, fake_logits: jnp.ndarray,
   raise ValueError(f'gan_loss must be ragan or vanilla, got {kind!r}')
 
 
+def _apply_generator(model, params, batch_stats, lr):
+  outputs, updates = model.apply(train_lib._variables(params, batch_stats), lr, train=True,
+                                 mutable=['batch_stats'])
+  return outputs, updates.get('batch_stats', {})
+
+
 def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
                    vgg_weights: dict[str, Any], *, losses: GANLosses = GANLosses(),
                    axis_name: str | None = None, ema_decay: float = 0.999, degradation=None
@@ -143,7 +149,6 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
   lr = metrics_lib.to_float(train_lib.training_lr(hr, model.scale, state.step, degradation,
                                                   axis_name, paired_lr=batch.get('lr')))
   target = metrics_lib.to_float(hr)
-  disc_variables = {'params': state.disc_params, 'batch_stats': state.disc_batch_stats}
 
   def apply_disc(variables, images):
     logits, updates = disc.apply(variables, images, train=True, mutable=['batch_stats'])
@@ -158,35 +163,42 @@ def gan_train_step(state: GANTrainState, batch: dict[str, jnp.ndarray],
                                       'batch_stats': state.disc_batch_stats}, target),
       state.disc_params, has_aux=True)
 
-  def generator_loss(params):
-    outputs, updates = model.apply(train_lib._variables(params, state.batch_stats), lr,
-                                   train=True, mutable=['batch_stats'])
+  outputs, generator_vjp, batch_stats = jax.vjp(
+      lambda params: _apply_generator(model, params, state.batch_stats, lr), state.params,
+      has_aux=True)
+
+  def reference_losses(outputs):
     pixel = train_lib.pixel_loss(outputs, target, losses.pixel_loss)
     perceptual = perceptual_loss(vgg_weights, outputs, target, losses.perceptual_layers,
                                  losses.vgg_conv_impl)
-    # The discriminator as it is (its statistics updates are the discriminator step's).
-    fake_logits, _ = apply_disc(disc_variables, outputs)
-    adversarial = generator_adversarial_loss(real_logits, fake_logits, losses.gan_loss,
-                                             axis_name)
-    total = (losses.pixel_weight * pixel + losses.perceptual_weight * perceptual
-             + losses.adversarial_weight * adversarial)
-    terms = {'pixel_loss': pixel, 'perceptual_loss': perceptual,
-             'adversarial_loss': adversarial}
-    return total, (outputs, updates.get('batch_stats', {}), terms)
+    return (losses.pixel_weight * pixel + losses.perceptual_weight * perceptual,
+            {'pixel_loss': pixel, 'perceptual_loss': perceptual})
 
-  (total, (outputs, batch_stats, terms)), grads = jax.value_and_grad(
-      generator_loss, has_aux=True)(state.params)
-  fake = jax.lax.stop_gradient(outputs)
+  (reference_total, terms), reference_cotangent = jax.value_and_grad(
+      reference_losses, has_aux=True)(outputs)
+  # The fake pass, like the real one, runs once for both updates: the generator's
+  # adversarial gradient goes back through it to the images (the discriminator as it is,
+  # with the spectral norms' state the real pass left), the discriminator's to its parameters.
+  fake_logits, fake_vjp, disc_stats = jax.vjp(
+      lambda disc_params, images: apply_disc({'params': disc_params,
+                                              'batch_stats': real_stats}, images),
+      state.disc_params, outputs, has_aux=True)
+  adversarial, adversarial_cotangent = jax.value_and_grad(
+      lambda fake_logits: generator_adversarial_loss(real_logits, fake_logits,
+                                                     losses.gan_loss, axis_name))(fake_logits)
+  _, adversarial_image_cotangent = fake_vjp(
+      losses.adversarial_weight * adversarial_cotangent)
+  total = reference_total + losses.adversarial_weight * adversarial
+  terms['adversarial_loss'] = adversarial
+  (grads,) = generator_vjp(reference_cotangent
+                           + adversarial_image_cotangent.astype(reference_cotangent.dtype))
 
-  def disc_loss(disc_params, real_logits):
-    # After the real pass, as in PyTorch: its power iteration (or statistics) comes first.
-    fake_logits, stats = apply_disc({'params': disc_params, 'batch_stats': real_stats}, fake)
-    return (discriminator_loss(real_logits, fake_logits, losses.gan_loss, axis_name),
-            (stats, fake_logits))
-
-  (d_loss, (disc_stats, fake_logits)), (disc_grads, real_cotangent) = jax.value_and_grad(
-      disc_loss, argnums=(0, 1), has_aux=True)(state.disc_params, real_logits)
-  disc_grads = jax.tree.map(jnp.add, disc_grads, real_vjp(real_cotangent)[0])
+  d_loss, (real_cotangent, fake_cotangent) = jax.value_and_grad(
+      lambda real_logits, fake_logits: discriminator_loss(
+          real_logits, fake_logits, losses.gan_loss, axis_name), argnums=(0, 1))(
+              real_logits, fake_logits)
+  disc_grads = jax.tree.map(jnp.add, real_vjp(real_cotangent)[0],
+                            fake_vjp(fake_cotangent)[0])
   scalars = {'loss': total, 'd_loss': d_loss, 'd_real': jnp.mean(real_logits),
              'd_fake': jnp.mean(fake_logits), **terms}
   if axis_name is not None:
