@@ -76,21 +76,21 @@ def compile_gan_train_step(mesh: Mesh, **step_kwargs):
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
 
 
+def _compile_with_replicated_extra(mesh: Mesh, function, extra):
+  """``function(replicated_value, batch, extra)`` jitted over the mesh, with ``extra`` (a
+  pytree or None) replicated once here: (value, batch) -> replicated result."""
+  compiled = jax.jit(function, in_shardings=(replicated(mesh), batch_sharding(mesh),
+                                             replicated(mesh)), out_shardings=replicated(mesh))
+  on_devices = put_replicated(extra, mesh) if extra is not None else None
+  return lambda value, batch: compiled(value, batch, on_devices)
+
+
 def compile_eval_step(mesh: Mesh, lpips_weights=None, **step_kwargs):
   """``eval_step`` over the mesh: (state, batch) -> sums. ``lpips_weights`` (replicated once
   here) add the LPIPS of every row."""
-  if lpips_weights is None:
-    step = functools.partial(train_lib.eval_step, **step_kwargs)
-    return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                   out_shardings=replicated(mesh))
-
-  def step_with_lpips(state, batch, lpips_on_devices):
+  def step(state, batch, lpips_on_devices):
     return train_lib.eval_step(state, batch, lpips_weights=lpips_on_devices, **step_kwargs)
-  compiled = jax.jit(step_with_lpips, in_shardings=(replicated(mesh), batch_sharding(mesh),
-                                                    replicated(mesh)),
-                     out_shardings=replicated(mesh))
-  on_devices = put_replicated(lpips_weights, mesh)
-  return lambda state, batch: compiled(state, batch, on_devices)
+  return _compile_with_replicated_extra(mesh, step, lpips_weights)
 
 
 def compile_eval_sums(mesh: Mesh, model, lpips_weights=None, **kwargs):
@@ -99,10 +99,7 @@ def compile_eval_sums(mesh: Mesh, model, lpips_weights=None, **kwargs):
   def evaluate(variables, batch, lpips_on_devices):
     return train_lib.eval_sums(model, variables, batch, lpips_weights=lpips_on_devices,
                                **kwargs)
-  compiled = jax.jit(evaluate, in_shardings=(replicated(mesh), batch_sharding(mesh),
-                                             replicated(mesh)), out_shardings=replicated(mesh))
-  on_devices = put_replicated(lpips_weights, mesh) if lpips_weights is not None else None
-  return lambda variables, batch: compiled(variables, batch, on_devices)
+  return _compile_with_replicated_extra(mesh, evaluate, lpips_weights)
 
 
 def pmap_train_step(axis_name: str = 'batch', **step_kwargs):
