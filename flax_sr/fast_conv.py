@@ -162,7 +162,7 @@ def _combine(parts: list[jnp.ndarray], matrix: np.ndarray) -> list[jnp.ndarray]:
   return sums
 
 
-def _materialized(v: jnp.ndarray) -> jnp.ndarray:
+def materialized(v: jnp.ndarray) -> jnp.ndarray:
   """v, computed once into a buffer of its own.
 
   XLA:CPU fuses a cheap elementwise producer into each of its consumers, recomputing it there.
@@ -192,7 +192,7 @@ def _winograd_inputs(x: jnp.ndarray, t: WinogradTransform) -> list[jnp.ndarray]:
   extra_h, extra_w = _tile_padding(x, m)
   padded = jnp.pad(x, ((0, 0), (1, 1 + extra_h), (1, 1 + extra_w), (0, 0)))
   h, w = x.shape[1] + extra_h, x.shape[2] + extra_w
-  rows = _materialized(jnp.stack(
+  rows = materialized(jnp.stack(
       _combine([padded[:, i:i + h:m] for i in range(m + 2)], t.input_transform)))
   return [tile for row in rows
           for tile in _combine([row[:, :, j:j + w:m] for j in range(m + 2)], t.input_transform)]
@@ -230,7 +230,7 @@ def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform)
   products = [jnp.dot(d.reshape(-1, c_in), transformed[i]).reshape(*d.shape[:3], c_out)
               for i, d in enumerate(inputs)]
   # columns[i][q]: A^T applied along the tile's second axis; then along the first, per q.
-  columns = _materialized(jnp.stack([jnp.stack(_combine(products[a * i:a * i + a],
+  columns = materialized(jnp.stack([jnp.stack(_combine(products[a * i:a * i + a],
                                                         t.output_transform))
                                       for i in range(a)]))
   outputs = [_combine([columns[i][q] for i in range(a)], t.output_transform) for q in range(m)]
@@ -245,9 +245,9 @@ def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform)
   tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
   c_in, c_out, m = x.shape[-1], dy.shape[-1], t.output_tile
   extra_h, extra_w = _tile_padding(dy, m)
-  dy = _materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
+  dy = materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
   to_tile = t.output_transform.T
-  rows = _materialized(jnp.stack(_combine([dy[:, p::m] for p in range(m)], to_tile)))
+  rows = materialized(jnp.stack(_combine([dy[:, p::m] for p in range(m)], to_tile)))
   grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
   products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
                         for d, g in zip(_winograd_inputs(x, t), grads)])

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flax_sr.attention import window_attention
 from flax_sr.blocks import (DIV2K_RGB_MEAN, ChannelAttention, add_global_residual, make_conv,
                             upsample_steps)
 from flax_sr.layers import pixel_shuffle
@@ -134,9 +135,8 @@ class OverlappingCrossAttention(nn.Module):
                        ((ws + ows - 1)**2, self.num_heads), jnp.float32)
     bias = table[overlap_position_index(ws, self.overlap_ratio).reshape(-1)]
     bias = bias.reshape(ws * ws, ows * ows, self.num_heads).transpose(2, 0, 1)
-    attn = nn.softmax((q @ k.swapaxes(-1, -2) + bias.astype(q.dtype)).astype(jnp.float32),
-                      axis=-1).astype(v.dtype)
-    out = (attn @ v).transpose(0, 2, 1, 3).reshape(-1, ws, ws, dim)
+    out = window_attention(q, k, v, bias, np.zeros((1, ws * ws, ows * ows), np.float32))
+    out = out.transpose(0, 2, 1, 3).reshape(-1, ws, ws, dim)
     x = x + nn.Dense(dim, dtype=self.dtype, name='proj')(window_reverse(out, ws, h, w))
     return x + mlp(x, self.mlp_ratio, self.dtype)
 

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flax_sr.attention import split_heads, window_attention
 from flax_sr.layers import pixel_shuffle, upsample_nearest
 from flax_sr.blocks import DIV2K_RGB_MEAN, add_global_residual, make_conv, upsample_steps
 
@@ -89,20 +90,16 @@ class WindowAttention(nn.Module):
     windows, tokens, dim = x.shape
     head_dim = dim // self.num_heads
     qkv = nn.Dense(3 * dim, dtype=self.dtype, name='qkv')(x)
-    qkv = qkv.reshape(windows, tokens, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-    q, k, v = qkv[0] * head_dim**-0.5, qkv[1], qkv[2]
+    q, k, v = split_heads(qkv, self.num_heads)
+    q = q * head_dim**-0.5
     table = self.param('relative_position_bias_table', nn.initializers.truncated_normal(0.02),
                        ((2 * self.window_size - 1)**2, self.num_heads), jnp.float32)
     bias = table[relative_position_index(self.window_size).reshape(-1)]
     bias = bias.reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
-    attn = q @ k.swapaxes(-1, -2) + bias.astype(q.dtype)
-    if mask is not None:
-      num_windows = mask.shape[0]
-      attn = attn.reshape(windows // num_windows, num_windows, self.num_heads, tokens, tokens)
-      attn = (attn + jnp.asarray(mask, attn.dtype)[None, :, None]).reshape(
-          windows, self.num_heads, tokens, tokens)
-    attn = nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
-    y = (attn @ v).transpose(0, 2, 1, 3).reshape(windows, tokens, dim)
+    if mask is None:
+      mask = np.zeros((1, tokens, tokens), np.float32)
+    y = window_attention(q, k, v, bias, mask)
+    y = y.transpose(0, 2, 1, 3).reshape(windows, tokens, dim)
     return nn.Dense(dim, dtype=self.dtype, name='proj')(y)
 
 
