@@ -220,10 +220,14 @@ def _from_transformed_domain(products: jnp.ndarray, t: WinogradTransform) -> jnp
   return flat.reshape(3, 3, *products.shape[1:])
 
 
-def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
+def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform,
+                      inputs: list[jnp.ndarray] | None = None) -> jnp.ndarray:
+  """The convolution from x's transformed tiles (``inputs``: ``_winograd_inputs(x, t)``,
+  computed here when not given)."""
   n, h, w, c_in = x.shape
   c_out, m, a = kernel.shape[-1], t.output_tile, t.output_tile + 2
-  inputs = _winograd_inputs(x, t)
+  if inputs is None:
+    inputs = _winograd_inputs(x, t)
   # G g G^T: the kernel in the transformed domain, (a * a, C_in, C_out).
   transformed = _to_transformed_domain(kernel, t).astype(x.dtype).reshape(a * a, c_in, c_out)
   # Separate products, not one batched product of stacked inputs: stacking would copy them.
@@ -240,9 +244,11 @@ def _winograd_forward(x: jnp.ndarray, kernel: jnp.ndarray, t: WinogradTransform)
   return y[:, :h, :w]
 
 
-def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform) -> jnp.ndarray:
+def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform,
+                          inputs: list[jnp.ndarray]) -> jnp.ndarray:
   """The weight gradient in the transformed domain: for each position of the transformed
-  tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G."""
+  tile, inputs^T @ (A dy_tile A^T) summed over all tiles, mapped back by G^T (.) G
+  (``inputs``: x's transformed tiles, ``_winograd_inputs(x, t)``)."""
   c_in, c_out, m = x.shape[-1], dy.shape[-1], t.output_tile
   extra_h, extra_w = _tile_padding(dy, m)
   dy = materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
@@ -250,7 +256,7 @@ def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform)
   rows = materialized(jnp.stack(_combine([dy[:, p::m] for p in range(m)], to_tile)))
   grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
   products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
-                        for d, g in zip(_winograd_inputs(x, t), grads)])
+                        for d, g in zip(inputs, grads)])
   return _from_transformed_domain(products, t)
 
 
@@ -266,12 +272,15 @@ def _make_winograd_conv(t: WinogradTransform):
     return _winograd_forward(x, kernel, t)
 
   def conv_fwd(x, kernel):
-    return conv(x, kernel), (x, kernel)
+    # The transformed input tiles are kept for the weight gradient ((m+2)^2/m^2 times x's
+    # size) rather than transformed again in the backward pass.
+    inputs = _winograd_inputs(x, t)
+    return _winograd_forward(x, kernel, t, inputs), (x, kernel, inputs)
 
   def conv_bwd(residuals, dy):
-    x, kernel = residuals
+    x, kernel, inputs = residuals
     dx = _winograd_forward(dy, _transposed_kernel(kernel).astype(dy.dtype), t)
-    return dx.astype(x.dtype), _winograd_kernel_grad(x, dy, t).astype(kernel.dtype)
+    return dx.astype(x.dtype), _winograd_kernel_grad(x, dy, t, inputs).astype(kernel.dtype)
 
   conv.defvjp(conv_fwd, conv_bwd)
   m = t.output_tile
@@ -291,10 +300,12 @@ STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla,
 # keep F(2x2), whose smaller transform coefficients lose less of bfloat16's 8-bit mantissa.
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
-# F(4x4)'s 36 products and larger transforms take about 5x F(2x2)'s XLA compile time (12 s ->
-# 65 s for a small EDSR train step here), so it is used only where a step's savings repay that:
-# inputs of at least a batch of 16 32x32 images (N*H*W pixels).
-WINOGRAD4_MIN_PIXELS = 16 * 32 * 32
+# F(4x4)'s 36 products and larger transforms take 2-5x F(2x2)'s XLA compile time (12 s -> 65 s
+# for a small EDSR train step on the EPYC of session 5; 32 s -> 78 s for the zoo bench's RRDBNet
+# step, batch 8 of 32x32, jax 0.10.2), so it is used only where a step's savings repay that:
+# inputs of at least a batch of 8 32x32 images (N*H*W pixels). There RRDBNet's step took 395 ms
+# against F(2x2)'s 549 (the extra compile is repaid in about 300 steps).
+WINOGRAD4_MIN_PIXELS = 8 * 32 * 32
 
 
 def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: int = 3,

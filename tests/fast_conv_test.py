@@ -82,7 +82,8 @@ def test_choose_strategy_by_image_size_output_width_kernel_size_and_dtype():
   assert fast_conv.choose_strategy((16, 96, 96, 64), 64) == 'winograd4'
   assert fast_conv.choose_strategy((16, 96, 96, 64), 64, 3, jnp.bfloat16) == 'winograd'
   # Small inputs: F(2x2), whose compile time is a fifth of F(4x4)'s.
-  assert fast_conv.choose_strategy((8, 32, 32, 64), 64) == 'winograd'
+  assert fast_conv.choose_strategy((4, 32, 32, 64), 64) == 'winograd'
+  assert fast_conv.choose_strategy((8, 32, 32, 64), 64) == 'winograd4'
   assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'xla'
   assert fast_conv.choose_strategy((64, 32, 32, 64), 64, kernel_size=5) == 'im2col'
   assert fast_conv.choose_strategy((16, 96, 96, 64), 64, kernel_size=5) == 'hybrid'
@@ -118,12 +119,13 @@ def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap(conv):
 
 
 def test_tuned_reference_model_matches_xla(monkeypatch):
-  # Early placement at 22x22 -> 66x66: block0 and the fused upsample run Winograd at 22x22, so
-  # do the 24-channel convolutions at 66x66; the RGB head at 66x66 runs XLA.
+  # Early placement at 22x22 -> 66x66, one image (under WINOGRAD4_MIN_PIXELS): block0 and the
+  # fused upsample run Winograd F(2x2) at 22x22, so do the 24-channel convolutions at 66x66;
+  # the RGB head at 66x66 runs XLA.
   used = []
   choose = fast_conv.choose_strategy
   monkeypatch.setattr(fast_conv, 'choose_strategy', lambda *a: used.append(choose(*a)) or used[-1])
-  x = jax.random.uniform(jax.random.key(0), (2, 22, 22, 3))
+  x = jax.random.uniform(jax.random.key(0), (1, 22, 22, 3))
   xla = models.ReferenceSR(scale=3, features=24, upsample_factors=(3, 1, 1, 1))
   tuned = xla.clone(conv_impl='tuned')
   variables = xla.init(jax.random.key(1), x)
