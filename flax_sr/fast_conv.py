@@ -251,13 +251,18 @@ def _winograd_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, t: WinogradTransform,
   (``inputs``: x's transformed tiles, ``_winograd_inputs(x, t)``)."""
   c_in, c_out, m = x.shape[-1], dy.shape[-1], t.output_tile
   extra_h, extra_w = _tile_padding(dy, m)
-  dy = materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))))
+  # dy channels-first, (C_out, N, H, W), so that each transformed tile reshapes to a
+  # (C_out, tiles) matrix and every product below contracts its left operand's last axis:
+  # XLA:CPU runs inputs^T @ dy (contracting the first axis of both) in its generic loop
+  # instead of its library products. One transpose of dy instead of one per tile position.
+  dy = materialized(jnp.pad(dy, ((0, 0), (0, extra_h), (0, extra_w), (0, 0))).transpose(3, 0, 1, 2))
   to_tile = t.output_transform.T
-  rows = materialized(jnp.stack(_combine([dy[:, p::m] for p in range(m)], to_tile)))
-  grads = [tile for row in rows for tile in _combine([row[:, :, q::m] for q in range(m)], to_tile)]
-  products = jnp.stack([jnp.dot(d.reshape(-1, c_in).T, g.reshape(-1, c_out))
+  rows = materialized(jnp.stack(_combine([dy[:, :, p::m] for p in range(m)], to_tile)))
+  grads = [tile for row in rows
+           for tile in _combine([row[:, :, :, q::m] for q in range(m)], to_tile)]
+  products = jnp.stack([jnp.dot(g.reshape(c_out, -1), d.reshape(-1, c_in))
                         for d, g in zip(inputs, grads)])
-  return _from_transformed_domain(products, t)
+  return _from_transformed_domain(products.transpose(0, 2, 1), t)
 
 
 def _make_winograd_conv(t: WinogradTransform):

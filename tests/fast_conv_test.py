@@ -2,6 +2,7 @@
 forward and gradients within 1e-5."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -158,3 +159,23 @@ def test_other_models_same_with_either_implementation(name, kwargs):
 def test_matmul_conv_rejects_even_kernels():
   with pytest.raises(ValueError, match='odd'):
     fast_conv.MatmulConv(4, (4, 4)).init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the layouts are for XLA:CPU')
+@pytest.mark.parametrize('conv', [fast_conv.conv_winograd, fast_conv.conv_winograd4])
+def test_xla_keeps_winograd_products_contracting_their_left_operands_last_axis(conv):
+  """The weight gradient's products take dy's tiles channels-first (a transpose in a lax.cond
+  buffer, ``fast_conv.materialized``) so that each contracts its left operand's last axis, the
+  form XLA:CPU hands to its library products. A new XLA that folds the transpose into the
+  products (contracting the tiles axis, the first, in its slower generic loop) fails here."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 8))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 6))
+  cotangent = jax.random.normal(jax.random.key(2), (2, 16, 16, 6))
+  text = value_and_vjp.lower(conv, x, kernel, cotangent).compile().as_text()
+  products = re.findall(r'= \S+ dot\(.*?lhs_contracting_dims=\{(\d+)\}', text)
+  assert len(products) >= 3 * (4 if conv is fast_conv.conv_winograd else 16)
+  assert set(products) == {'1'}, products
+  # The check can fail: the plain d^T @ g product contracts the first axis.
+  plain = jax.jit(lambda d, g: jnp.dot(d.T, g)).lower(
+      jnp.ones((32, 8)), jnp.ones((32, 6))).compile().as_text()
+  assert re.findall(r'= \S+ dot\(.*?lhs_contracting_dims=\{(\d+)\}', plain) == ['0']
