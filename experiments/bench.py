@@ -93,6 +93,26 @@ def time_steps(run, steps: int, warmup: int) -> tuple[float, float]:
   return compile_s, statistics.median(times)
 
 
+def time_alternating(runs: dict, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
+  """``time_steps`` for several step functions side by side: each runs (compile, warm-up)
+  first, then one timed step of each in turn, ``steps`` times, so that a drift of this shared
+  machine's speed falls on all of them alike. name -> (compile+first-step s, median step s)."""
+  first = {}
+  for name, run in runs.items():
+    start = time.perf_counter()
+    run()
+    first[name] = time.perf_counter() - start
+    for _ in range(warmup):
+      run()
+  times = {name: [] for name in runs}
+  for _ in range(steps):
+    for name, run in runs.items():
+      start = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - start)
+  return {name: (first[name], statistics.median(times[name])) for name in runs}
+
+
 def step_flops(state, hr: np.ndarray) -> float | None:
   """The model's FLOPs for one training step (forward, backward, Adam): XLA:CPU's count for
   the same step with direct convolutions (``conv_impl='xla'``), so that Winograd's saved

@@ -8,7 +8,8 @@
     python experiments/zoo_bench.py --attention_share   # where SwinIR's training time goes
 
 Rows: the training step (L1 loss, Adam; images/s = batch / median step time over ``--steps``
-steps after warm-up; JAX compile time apart) on ``--batch`` random LR patches of
+steps after warm-up, JAX and PyTorch steps alternating so that the machine's drift falls on
+both; JAX compile time apart) on ``--batch`` random LR patches of
 ``--patch`` pixels at x4, and inference (output megapixels/s on one ``--infer_size`` LR
 image). Both frameworks get the same weights (converted with flax_sr.torch_weights) and all
 cores (torch.set_num_threads(os.cpu_count())). The architectures run at CPU sizes (named in
@@ -37,8 +38,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from bench import device_name, time_steps  # noqa: E402
-from flax_sr import models, torch_weights  # noqa: E402
+from bench import device_name, time_alternating, time_steps  # noqa: E402
+from flax_sr import attention, models, torch_weights  # noqa: E402
 from flax_sr import train as train_lib  # noqa: E402
 
 
@@ -122,8 +123,8 @@ def bench_arch(name, description, build, args) -> dict:
     loss.backward()
     torch_opt.step()
 
-  compile_s, jax_s = time_steps(run_jax, args.steps, args.warmup)
-  _, torch_s = time_steps(run_torch, args.steps, args.warmup)
+  timed = time_alternating({'jax': run_jax, 'torch': run_torch}, args.steps, args.warmup)
+  (compile_s, jax_s), (_, torch_s) = timed['jax'], timed['torch']
   row.update(jax_train_img_s=args.batch / jax_s, torch_train_img_s=args.batch / torch_s,
              train_ratio=torch_s / jax_s, jax_compile_s=compile_s)
 
@@ -141,8 +142,8 @@ def bench_arch(name, description, build, args) -> dict:
     with torch.no_grad():
       reference(image_t.clone())
 
-  _, jax_inf = time_steps(infer_jax, max(3, args.steps // 2), 1)
-  _, torch_inf = time_steps(infer_torch, max(3, args.steps // 2), 1)
+  timed = time_alternating({'jax': infer_jax, 'torch': infer_torch}, max(3, args.steps // 2), 1)
+  jax_inf, torch_inf = timed['jax'][1], timed['torch'][1]
   row.update(jax_infer_mp_s=out_mp / jax_inf, torch_infer_mp_s=out_mp / torch_inf,
              infer_ratio=torch_inf / jax_inf)
   return row
@@ -182,9 +183,11 @@ def attention_share(args) -> list[dict]:
   b = rng.random((heads, tokens, tokens), np.float32)
 
   def jax_attention(x, w, b):
-    qkv = (x @ w).reshape(windows, tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
-    attn = jax.nn.softmax(qkv[0] * head_dim**-0.5 @ qkv[1].swapaxes(-1, -2) + b, axis=-1)
-    return (attn @ qkv[2]).transpose(0, 2, 1, 3).reshape(windows, tokens, dim)
+    # As the models compute it (flax_sr.attention), with a zero mask.
+    q, k, v = attention.split_heads(x @ w, heads)
+    out = attention.window_attention(q * head_dim**-0.5, k, v, b,
+                                     np.zeros((1, tokens, tokens), np.float32))
+    return out.transpose(0, 2, 1, 3).reshape(windows, tokens, dim)
 
   jax_grad = jax.jit(jax.grad(lambda *a: jnp.sum(jax_attention(*a)), argnums=(0, 1, 2)))
   jax_s = time_steps(lambda: jax.block_until_ready(jax_grad(x, w, b)), 20, 3)[1]
