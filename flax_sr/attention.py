@@ -52,6 +52,12 @@ def _scores(q, k, bias, mask):
   return scores.reshape(windows, heads, queries, keys)
 
 
+def _attend(q, k, v, bias, mask):
+  """(the attention output, the float32 softmax weights)."""
+  weights = jax.nn.softmax(_scores(q, k, bias, mask).astype(jnp.float32), axis=-1)
+  return _batched(weights.astype(v.dtype), v, 3, 2), weights
+
+
 @jax.custom_vjp
 def window_attention(q, k, v, bias, mask):
   """softmax(q k^T + bias + mask) v for every window and head.
@@ -62,13 +68,12 @@ def window_attention(q, k, v, bias, mask):
   (window i gets mask[i % mask_windows]; zeros where nothing is masked), no gradient. The
   softmax is taken in float32 and its result cast to v's dtype, as the models do.
   """
-  weights = jax.nn.softmax(_scores(q, k, bias, mask).astype(jnp.float32), axis=-1)
-  return _batched(weights.astype(v.dtype), v, 3, 2)
+  return _attend(q, k, v, bias, mask)[0]
 
 
 def _window_attention_fwd(q, k, v, bias, mask):
-  weights = jax.nn.softmax(_scores(q, k, bias, mask).astype(jnp.float32), axis=-1)
-  return _batched(weights.astype(v.dtype), v, 3, 2), (q, k, v, bias, mask, weights)
+  out, weights = _attend(q, k, v, bias, mask)
+  return out, (q, k, v, bias, mask, weights)
 
 
 def _window_attention_bwd(residuals, grad):

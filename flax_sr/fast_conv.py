@@ -306,10 +306,10 @@ STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla,
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
 # F(4x4)'s 36 products and larger transforms take 2-5x F(2x2)'s XLA compile time (12 s -> 65 s
-# for a small EDSR train step on the EPYC of session 5; 32 s -> 78 s for the zoo bench's RRDBNet
-# step, batch 8 of 32x32, jax 0.10.2), so it is used only where a step's savings repay that:
-# inputs of at least a batch of 8 32x32 images (N*H*W pixels). There RRDBNet's step took 395 ms
-# against F(2x2)'s 549 (the extra compile is repaid in about 300 steps).
+# for a small EDSR train step on the EPYC of session 5), so it is used only where a step's
+# savings repay that within a few hundred steps: inputs of at least a batch of 8 32x32 images
+# (N*H*W pixels), where RRDBNet's step is faster with it (experiments/RESULTS.md section 7:
+# the zoo bench's compile times, e.g. RRDBNet 31 -> 95 s, are the price).
 WINOGRAD4_MIN_PIXELS = 8 * 32 * 32
 
 
