@@ -303,10 +303,19 @@ def augment_batch(batch: np.ndarray, flips: np.ndarray, turns: np.ndarray) -> np
   """Horizontal flips and 0/90/180/270-degree rotations of (square) images, as drawn by
   ``augmentation_draws``."""
   out = np.empty_like(batch)
-  for i, image in enumerate(batch):
+  # Moved as one opaque item per pixel (all its channels): numpy's strided copies of a
+  # rotation then move pixels, not single bytes (2-3x faster for uint8 RGB).
+  pixels = pixel_items(np.ascontiguousarray(batch))
+  out_pixels = pixel_items(out)
+  for i, image in enumerate(pixels):
     image = image[:, ::-1] if flips[i] else image
-    out[i] = np.rot90(image, turns[i]) if image.shape[0] == image.shape[1] else image
+    out_pixels[i] = np.rot90(image, turns[i]) if image.shape[0] == image.shape[1] else image
   return out
+
+
+def pixel_items(images: np.ndarray) -> np.ndarray:
+  """A view of contiguous (..., H, W, C) ``images`` as (..., H, W) items of all C channels."""
+  return images.view(np.dtype((np.void, images.shape[-1] * images.itemsize)))[..., 0]
 
 
 # ----------------------------------------------------------------------------------------------

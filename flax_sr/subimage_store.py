@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import pathlib
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +37,12 @@ BAND_ROWS = 32
 MANIFEST = 'manifest.json'
 PROGRESS = 'progress.json'
 _HEADER = np.dtype('<u4')
+# A crop's bands are consecutive records of one shard, read with one range read each. No
+# read-ahead (reads are random), and no threads inside the reader: the data loader's worker
+# processes are the parallelism, and array-record's data source (a thread pool per batch, a
+# parallel read per list of keys) was half of a worker's time per batch.
+_READER_OPTIONS = 'readahead_buffer_size:0,max_parallelism:1'
+_READER_BUFFER_BYTES = 1 << 15
 COMPRESSIONS = ('zstd', 'none')
 
 
@@ -132,20 +139,31 @@ class SubimageStore:
     sizes = sizes.reshape(-1, 2)
     self.heights, self.widths = sizes[:, 0], sizes[:, 1]
     self.band_rows = int(self.manifest['band_rows'])
-    # Sub-image i is records first_record[i] .. first_record[i] + bands[i] - 1 (the shards'
-    # records numbered in order, as the data source numbers them).
-    bands = -(-self.heights // self.band_rows)
-    self.first_record = np.concatenate([[0], np.cumsum(bands)[:-1]]).astype(np.int64)
-    self._source = None
+    # Sub-image i is records first_record[i] .. first_record[i] + bands[i] - 1 of shard
+    # shard_of[i] (each shard's records numbered from 0, in the manifest's order).
+    self.bands = -(-self.heights // self.band_rows)
+    self.shard_of = np.repeat(np.arange(len(shards)), [shard['subimages'] for shard in shards])
+    self.first_record = np.zeros(len(self.heights), np.int64)
+    for shard in range(len(shards)):
+      mine = np.flatnonzero(self.shard_of == shard)
+      self.first_record[mine] = np.concatenate([[0], np.cumsum(self.bands[mine])[:-1]])
+    self._readers: dict[int, Any] = {}
+    self._lock = threading.Lock()  # a reader is not safe to share between threads
 
   def __len__(self) -> int:
     return len(self.heights)
 
-  def _reader(self):
-    if self._source is None:
-      from array_record.python import array_record_data_source
-      self._source = array_record_data_source.ArrayRecordDataSource(self.paths)
-    return self._source
+  def _read_bands(self, index: int, first: int, count: int) -> list[bytes]:
+    """Bands ``first`` .. ``first + count - 1`` of sub-image ``index``: one range read."""
+    shard = int(self.shard_of[index])
+    reader = self._readers.get(shard)
+    if reader is None:
+      from array_record.python import array_record_module
+      reader = array_record_module.ArrayRecordReader(
+          self.paths[shard], options=_READER_OPTIONS, file_reader_buffer_size=_READER_BUFFER_BYTES)
+      self._readers[shard] = reader
+    start = int(self.first_record[index]) + first
+    return reader.read(start, start + count)
 
   def __getitem__(self, index: int) -> np.ndarray:
     index = int(index)
@@ -154,30 +172,25 @@ class SubimageStore:
   def read_crops(self, indices: Sequence[int], tops: Sequence[int], lefts: Sequence[int],
                  size) -> np.ndarray:
     """Crops of ``size`` (an int, or (height, width)) at (top, left) of sub-images
-    ``indices``, as one uint8 array; reads only the bands each crop overlaps, all in one
-    batched read."""
+    ``indices``, as one uint8 array; reads only the bands each crop overlaps (one range
+    read per crop)."""
     height, width = (size, size) if np.ndim(size) == 0 else size
     band = self.band_rows
-    spans = []  # (first band, number of bands) of each crop
-    records = []
-    for index, top in zip(indices, tops):
-      first, last = top // band, (top + height - 1) // band
-      spans.append((first, last - first + 1))
-      records.extend(range(self.first_record[index] + first,
-                           self.first_record[index] + last + 1))
-    data = self._reader().__getitems__([int(r) for r in records]) if records else []
-    out = np.empty((len(spans), height, width, 3), np.uint8)
-    position = 0
-    for i, ((first, count), top, left) in enumerate(zip(spans, tops, lefts)):
-      row = 0
-      for k in range(count):
-        pixels = decode_record(data[position + k])
-        start = top - (first + k) * band if k == 0 else 0
-        rows = min(pixels.shape[0] - start, height - row)
-        out[i, row:row + rows] = pixels[start:start + rows, left:left + width]
-        row += rows
-      position += count
+    out = np.empty((len(indices), height, width, 3), np.uint8)
+    with self._lock:
+      for i, (index, top, left) in enumerate(zip(indices, tops, lefts)):
+        first, last = top // band, (top + height - 1) // band
+        row = 0
+        for k, record in enumerate(self._read_bands(index, first, last - first + 1)):
+          pixels = decode_record(record)
+          start = top - (first + k) * band if k == 0 else 0
+          rows = min(pixels.shape[0] - start, height - row)
+          out[i, row:row + rows] = pixels[start:start + rows, left:left + width]
+          row += rows
     return out
 
   def __getstate__(self):
-    return {k: v for k, v in self.__dict__.items() if k != '_source'} | {'_source': None}
+    return {k: v for k, v in self.__dict__.items() if k not in ('_readers', '_lock')}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _readers={}, _lock=threading.Lock())

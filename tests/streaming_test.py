@@ -64,8 +64,10 @@ def test_prepared_store_holds_the_subimages_with_counts_and_checksums(tmp_path):
 
 def test_crops_read_only_the_bands_they_overlap(tmp_path):
   images = make_images(tmp_path / 'hr', [(100, 120), (70, 90)])
-  prepare.prepare(tmp_path / 'hr', tmp_path / 'store', crop_size=80, step=40, progress=False)
+  prepare.prepare(tmp_path / 'hr', tmp_path / 'store', crop_size=80, step=40,
+                  images_per_shard=1, progress=False)  # two shards: records numbered per shard
   store = subimage_store.SubimageStore(tmp_path / 'store')
+  assert len(store.paths) == 2
   expected = [sub for image in images for sub in subimage_store.cut_subimages(image, 80, 40, 0)]
   assert store.band_rows == 32 and len(store) == len(expected)
   rng = np.random.default_rng(0)
@@ -75,9 +77,8 @@ def test_crops_read_only_the_bands_they_overlap(tmp_path):
   for crop, i, top, left in zip(crops, indices, tops, lefts):
     np.testing.assert_array_equal(crop, expected[i][top:top + 37, left:left + 37])
   read = []
-  reader = store._reader()
-  original = reader.__getitems__
-  reader.__getitems__ = lambda records: read.append(len(records)) or original(records)
+  original = store._read_bands
+  store._read_bands = lambda *args: read.append(len(records := original(*args))) or records
   store.read_crops([0], [0], [0], 32)    # rows 0-31: the first band only
   store.read_crops([0], [30], [0], 40)   # rows 30-69: three of the three bands (32, 32, 16)
   store.read_crops([1], [48], [0], 32)   # rows 48-79: the last two

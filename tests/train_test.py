@@ -54,6 +54,19 @@ def test_overfits_a_fixed_batch(model, kwargs):
   assert float(metrics['loss']) < first / 10, (first, float(metrics['loss']))
 
 
+@pytest.mark.parametrize('model, kwargs', [('reference', {}), ('swinir', {'depths': (1,),
+                                                                            'num_heads': (2,)})])
+def test_initial_state_equals_model_init_bitwise(model, kwargs):
+  """The state's initialisation runs only the initialisers (lazily), and a seed still gives
+  exactly the weights and BatchNorm statistics that ``model.init`` gives."""
+  state = tiny_state(model=model, lr_size=12, **kwargs)
+  variables = state.model.init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)), train=False)
+  assert jax.tree.structure(state.params) == jax.tree.structure(variables['params'])
+  for got, want in zip(jax.tree.leaves((state.params, state.batch_stats)),
+                       jax.tree.leaves((variables['params'], variables.get('batch_stats', {})))):
+    np.testing.assert_array_equal(got, want)
+
+
 def test_batchnorm_statistics_change_in_train_step_only():
   state = tiny_state()
   batch = {'hr': random_hr()}
