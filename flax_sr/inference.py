@@ -84,7 +84,8 @@ def load_pretrained(name: str) -> LoadedModel:
                     f'{", ".join(pretrained_names()) or "none"}')
   config = Config.from_dict(json.loads(meta_path.read_text())['config'])
   model = train_lib.model_from_config(config)
-  template = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  template = model.lazy_init(jax.random.key(0), jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32),
+                             train=False)
   stored = serialization.from_bytes(template, weights_path.read_bytes())
   # Weights ship as float16 (half the bytes); compute in float32.
   variables = jax.tree.map(lambda a: np.asarray(a, np.float32), stored)

@@ -74,7 +74,11 @@ def make_optimizer(learning_rate: float = 1e-4, *, schedule: str = 'constant',
 def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation, *,
                        lr_shape: Sequence[int] = (1, 16, 16, 3), ema: bool = False) -> TrainState:
   """Initialises parameters (and BatchNorm statistics) for ``model`` with an LR input shape."""
-  variables = model.init(rng, jnp.zeros(lr_shape, jnp.float32), train=False)
+  # Only the initialisers run (the forward pass is traced for shapes, not computed): 2-2.5x
+  # faster than model.init for the zoo's models, and the same values. Compiling init instead
+  # helps small models but takes 3x longer for RRDBNet (it compiles the whole forward).
+  variables = model.lazy_init(rng, jax.ShapeDtypeStruct(tuple(lr_shape), jnp.float32),
+                              train=False)
   params = variables['params']
   return TrainState.create(
       apply_fn=model.apply, params=params, tx=tx,
