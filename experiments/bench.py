@@ -412,10 +412,13 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
           first = time.perf_counter() - start
           for _ in range(2):  # fill the workers' buffers
             next(stream)
-          start = time.perf_counter()
-          for _ in range(batches):
+          start, done = time.perf_counter(), 0
+          # At least `batches`, and at least 2 s: a fast source's 40 batches take a fraction
+          # of a second, too short to average this machine's noise.
+          while done < batches or (not quick and time.perf_counter() - start < 2.0):
             jax.block_until_ready(next(stream)[0])
-          rate = batches * batch / (time.perf_counter() - start)
+            done += 1
+          rate = done * batch / (time.perf_counter() - start)
         finally:
           stream.close()
         rows.append({'source': kind, 'crop': crop, 'workers': workers,
