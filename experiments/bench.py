@@ -363,9 +363,42 @@ def synthetic_photos(directory: pathlib.Path, count: int, height: int, width: in
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(directory / f'{i:04d}.png')
 
 
+def div2k_tfds_from_photos(image_dir: pathlib.Path, data_dir: pathlib.Path) -> str:
+  """A real tfds ``div2k/bicubic_x4`` prepared as ArrayRecord (what flax_sr streams through
+  ``as_data_source``) from local HR photos: tfds' own builder, its download replaced by the
+  photos and their bicubic x4 copies (every photo in both splits). Made once; returns the
+  data dir."""
+  import tensorflow_datasets as tfds
+  from PIL import Image
+  if tfds.builder('div2k/bicubic_x4', data_dir=str(data_dir)).is_prepared():
+    return str(data_dir)
+  raw = data_dir / 'raw'
+  folders = {}
+  for split, first in (('train', 1), ('valid', 801)):
+    hr_dir = raw / f'{split}_hr' / f'DIV2K_{split}_HR'
+    lr_dir = raw / f'{split}_lr' / 'X4'
+    hr_dir.mkdir(parents=True, exist_ok=True)
+    lr_dir.mkdir(parents=True, exist_ok=True)
+    for number, path in enumerate(sorted(image_dir.glob('*.png')), first):
+      image = Image.open(path)
+      image.save(hr_dir / f'{number:04d}.png')
+      image.resize((image.width // 4, image.height // 4), Image.Resampling.BICUBIC).save(
+          lr_dir / f'{number:04d}x4.png')
+    folders |= {f'{split}_hr_url': str(raw / f'{split}_hr'),
+                f'{split}_lr_url': str(raw / f'{split}_lr')}
+  original = tfds.download.DownloadManager.download_and_extract
+  tfds.download.DownloadManager.download_and_extract = lambda self, urls: folders
+  try:
+    tfds.builder('div2k/bicubic_x4', data_dir=str(data_dir)).download_and_prepare(
+        file_format='array_record')
+  finally:
+    tfds.download.DownloadManager.download_and_extract = original
+  return str(data_dir)
+
+
 def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[dict]:
   """Crops/s delivered into device arrays (augmented, batch 32) from the in-memory folder
-  source and from prepared stores (``flax_sr.prepare``, 480/240 sub-images, uncompressed and
+  source, from a tfds DIV2K copy's data source (made from the photos) and from prepared stores (``flax_sr.prepare``, 480/240 sub-images, uncompressed and
   zstd), with 0, 1 and 2 worker processes, at 96, 192 and 256 px crops; and the seconds to the
   first batch (worker start-up included)."""
   from flax_sr import prepare, subimage_store
@@ -380,6 +413,7 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
                     progress=False)
     stores[f'prepared/{compression}'] = subimage_store.SubimageStore(work / f'store_{compression}')
   images = input_pipeline.load_folder_images(image_dir).images
+  tfds_dir = div2k_tfds_from_photos(pathlib.Path(image_dir), work / 'tfds')
   mesh = parallel.make_mesh()
   rows = []
   # A tfds data source (DIV2K as ArrayRecord) decodes one whole PNG per crop: its rate per
@@ -396,10 +430,13 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
         f'delivers at most {1 / png_s:.0f} crops/s per worker process', flush=True)
   batch, batches = 32, (4 if quick else 40)
   for crop in ((96,) if quick else (96, 192, 256)):
-    for kind in ('memory', *stores):
+    for kind in ('memory', 'tfds data source', *stores):
       if kind == 'memory':
         source = input_pipeline.FolderSource(images, [str(i) for i in range(len(images))],
                                              crop, 64, 'memory')
+      elif kind == 'tfds data source':  # one whole 2K PNG decoded per crop
+        source = input_pipeline.TfdsImageSource(tfds_dir, 'bicubic_x4', 'train', crop, 8,
+                                                kind, len(images))
       else:
         source = input_pipeline.StoreSource(stores[kind], crop, 8, kind)
       for workers in ((0, 2) if quick else (0, 1, 2)):
@@ -415,7 +452,8 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
           start, done = time.perf_counter(), 0
           # At least `batches`, and at least 2 s: a fast source's 40 batches take a fraction
           # of a second, too short to average this machine's noise.
-          while done < batches or (not quick and time.perf_counter() - start < 2.0):
+          least = 2 if kind == 'tfds data source' else batches  # ~1 s per batch there
+          while done < least or (not quick and time.perf_counter() - start < 2.0):
             jax.block_until_ready(next(stream)[0])
             done += 1
           rate = done * batch / (time.perf_counter() - start)
@@ -423,7 +461,7 @@ def bench_streaming(quick: bool, image_dir: str | None, work_dir: str) -> list[d
           stream.close()
         rows.append({'source': kind, 'crop': crop, 'workers': workers,
                      'crops_per_s': rate, 'first_batch_s': first})
-        print(f'{kind:<14} {crop:>4} px  workers {workers}  {rate:8.0f} crops/s   first batch '
+        print(f'{kind:<16} {crop:>4} px  workers {workers}  {rate:8.0f} crops/s   first batch '
               f'{first:5.1f} s', flush=True)
   return rows
 
