@@ -6,6 +6,7 @@
     python experiments/zoo_bench.py --quick              # tiny sizes (a smoke run)
     python experiments/zoo_bench.py --archs swinir span --output_json zoo.json
     python experiments/zoo_bench.py --attention_share   # where SwinIR's training time goes
+    python experiments/zoo_bench.py --predict           # predict MP/s, 512x512 and 1080p outputs
 
 Rows: the training step (L1 loss, Adam; images/s = batch / median step time over ``--steps``
 steps after warm-up, JAX and PyTorch steps alternating so that the machine's drift falls on
@@ -19,6 +20,7 @@ the table), not the papers' full sizes. Needs torch and spandrel (.ci/run instal
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pathlib
@@ -149,6 +151,85 @@ def bench_arch(name, description, build, args) -> dict:
   return row
 
 
+# predict's outputs: a 512x512 crop and a 1080p frame, at x4 (LR 128x128 and 480x270).
+PREDICT_OUTPUTS = {'512x512': (128, 128), '1920x1080': (270, 480)}
+PREDICT_TILE, PREDICT_TILE_OVERLAP = 96, 8  # the tiled rows: LR tiles, 8 per batch
+
+
+def torch_tiled(reference, image, tile: int, overlap: int, scale: int, batch_size: int = 8):
+  """PyTorch's side of a tiled prediction: the tiles flax_sr's ``Upscaler`` cuts (the same
+  boxes, batches of ``batch_size``), each output tile's centre kept."""
+  import torch
+  from flax_sr import inference
+  _, _, h, w = image.shape
+  th, tw = min(tile, h), min(tile, w)
+  boxes = [(y, x) for y in inference.tile_starts(h, th, overlap)
+           for x in inference.tile_starts(w, tw, overlap)]
+  tiles = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x in boxes])
+  outputs = torch.cat([reference(tiles[i:i + batch_size])
+                       for i in range(0, len(tiles), batch_size)])
+  result = torch.zeros((1, 3, h * scale, w * scale))
+  for (y, x), out in zip(boxes, outputs):
+    y0, x0 = (0 if y == 0 else y + overlap), (0 if x == 0 else x + overlap)
+    y1 = h if y + th == h else y + th - overlap
+    x1 = w if x + tw == w else x + tw - overlap
+    result[0, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = out[
+        :, (y0 - y) * scale:(y1 - y) * scale, (x0 - x) * scale:(x1 - x) * scale]
+  return result
+
+
+def bench_predict(name, description, build, args) -> list[dict]:
+  """Output megapixels/s of whole-image prediction, flax_sr's ``inference.Upscaler`` (what
+  ``flax_sr.predict`` runs) beside PyTorch under ``torch.inference_mode`` (channels-last or
+  not, whichever is faster there), for each size in ``PREDICT_OUTPUTS``, untiled and in
+  ``PREDICT_TILE`` LR tiles."""
+  import torch
+  import zoo_test
+  from flax_sr import inference
+  reference = zoo_test.randomise(build()) if name in ('rrdb', 'srvgg') else build()
+  arch, kwargs, params = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  model = models.create_model(arch, **kwargs, conv_impl=args.conv_impl)
+  loaded = inference.LoadedModel(None, model, {'params': params}, None, description)
+  reference.eval()
+  torch_formats = {'contiguous': (reference, torch.contiguous_format),
+                   'channels-last': (copy.deepcopy(reference).to(memory_format=torch.channels_last),
+                                     torch.channels_last)}
+  torch.set_num_threads(os.cpu_count())
+  rng = np.random.default_rng(0)
+  rows = []
+  outputs = ({'64x64': (16, 16)} if args.quick else PREDICT_OUTPUTS)
+  tile, overlap = (8, 2) if args.quick else (PREDICT_TILE, PREDICT_TILE_OVERLAP)
+  for size, (h, w) in outputs.items():
+    image = rng.random((h, w, 3), np.float32)
+    image_t = torch.from_numpy(image.transpose(2, 0, 1)[None].copy())
+    for tiled in (False, True):
+      upscaler = inference.Upscaler(loaded, tile=tile if tiled else max(h, w),
+                                    tile_overlap=overlap)
+      runs = {'jax': lambda: upscaler(image)}
+      for label, (network, memory_format) in torch_formats.items():
+        def run_torch(network=network, memory_format=memory_format):
+          with torch.inference_mode():
+            x = image_t.clone().to(memory_format=memory_format)
+            if tiled:
+              torch_tiled(network, x, tile, overlap, 4)
+            else:
+              network(x)
+        runs[label] = run_torch
+      timed = time_alternating(runs, args.predict_steps, 1)
+      torch_format = min(torch_formats, key=lambda label: timed[label][1])
+      jax_s, torch_s = timed['jax'][1], timed[torch_format][1]
+      mp = h * w * 16 / 1e6
+      rows.append({'arch': name, 'setting': description, 'output': size, 'tiled': tiled,
+                   'tile': tile if tiled else None, 'jax_mp_s': mp / jax_s,
+                   'torch_mp_s': mp / torch_s, 'ratio': torch_s / jax_s,
+                   'torch_memory_format': torch_format, 'jax_compile_s': timed['jax'][0]})
+      print(f'{name:<7} {size:>10} {"tiled" if tiled else "whole":<6} JAX {mp / jax_s:7.3f} MP/s'
+            f'  PyTorch {mp / torch_s:7.3f} ({torch_format})  ratio {torch_s / jax_s:5.2f}x'
+            f'  JAX first call {timed["jax"][0]:5.1f} s', flush=True)
+  return rows
+
+
 def attention_share(args) -> list[dict]:
   """Where SwinIR's training time goes: the lightweight model's step (batch ``--batch`` of
   ``--patch`` LR patches) as it is and with every window attention replaced by the identity,
@@ -232,6 +313,10 @@ def main(argv=None) -> int:
   parser.add_argument('--conv_impl', default='tuned', choices=['xla', 'matmul', 'tuned'])
   parser.add_argument('--attention_share', action='store_true',
                       help="instead of the table: where SwinIR's training time goes")
+  parser.add_argument('--predict', action='store_true',
+                      help='instead of the table: whole-image prediction (MP/s) at 512x512 and '
+                           '1920x1080 outputs, untiled and tiled, JAX vs PyTorch')
+  parser.add_argument('--predict_steps', type=int, default=3)
   parser.add_argument('--output_json')
   args = parser.parse_args(argv)
   if args.quick:
@@ -249,6 +334,13 @@ def main(argv=None) -> int:
       pathlib.Path(args.output_json).write_text(json.dumps(split, indent=2) + '\n')
     return 0
   modules = reference_modules(args.quick)
+  if args.predict:
+    rows = [row for name in args.archs for row in bench_predict(name, *modules[name], args)]
+    if args.output_json:
+      pathlib.Path(args.output_json).write_text(json.dumps(
+          {'device': device_name(), 'jax': jax.__version__, 'conv_impl': args.conv_impl,
+           'predict': rows}, indent=2) + '\n')
+    return 0
   rows = []
   for name in args.archs:
     description, build = modules[name]

@@ -119,6 +119,33 @@ def test_zoo_benchmark_quick_mode(tmp_path):
   assert row['train_ratio'] > 0 and row['infer_ratio'] > 0 and row['parameters'] == 12_096
 
 
+def test_zoo_predict_benchmark_tiles_pytorch_as_flax_sr_does(monkeypatch):
+  """zoo_bench --predict times the same computation on both sides: its PyTorch tiling (boxes,
+  batches, centres kept) gives flax_sr's Upscaler output for the same weights."""
+  import importlib.util
+  if not (importlib.util.find_spec('torch') and importlib.util.find_spec('spandrel')):
+    pytest.skip('the zoo benchmark compares with PyTorch (torch and spandrel)')
+  import numpy as np
+  import torch
+  monkeypatch.syspath_prepend(str(REPO / 'experiments'))
+  import zoo_bench
+  import zoo_test
+  from flax_sr import inference, models, torch_weights
+  reference = zoo_test.randomise(zoo_bench.reference_modules(True)['srvgg'][1]()).eval()
+  arch, kwargs, params = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  loaded = inference.LoadedModel(None, models.create_model(arch, **kwargs), {'params': params},
+                                 None, 'srvgg')
+  image = np.random.default_rng(0).random((13, 21, 3), np.float32)
+  flax_sr_out = inference.Upscaler(loaded, tile=8, tile_overlap=2)(image)
+  with torch.inference_mode():
+    torch_out = zoo_bench.torch_tiled(reference, torch.from_numpy(
+        image.transpose(2, 0, 1)[None].copy()), 8, 2, 4)[0].numpy().transpose(1, 2, 0)
+  assert flax_sr_out.shape == torch_out.shape == (52, 84, 3)
+  # flax_sr's upscaler returns images, clipped to [0, 1]; the random network's raw output is not.
+  np.testing.assert_allclose(flax_sr_out, np.clip(torch_out, 0, 1), atol=1e-4)
+
+
 def test_training_curve_reads_the_logged_evaluations(tmp_path, monkeypatch, capsys):
   monkeypatch.syspath_prepend(str(REPO / 'experiments'))
   import training_curve
