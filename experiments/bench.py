@@ -212,12 +212,52 @@ def bench_gan(preset: str, steps: int, warmup: int, quick: bool = False) -> dict
     for key, run in (('psnr', run_psnr), ('gan', run_gan), *parts.items()):
       times[key].append(time_steps(run, steps, warmup)[1])
   gan_s, psnr_s = statistics.mean(times['gan']), statistics.mean(times['psnr'])
+  peer = torch_gan_peer(config, weights, hr, steps, warmup, run_gan)
   return {'preset': name, 'generator': config.model, 'discriminator': config.discriminator,
+          **peer,
           'disc_features': config.disc_features, 'perceptual_net': config.perceptual_net,
           'batch': config.batch_size, 'hr_size': config.hr_size,
           'psnr_step_ms': psnr_s * 1e3, 'gan_step_ms': gan_s * 1e3,
           'gan_over_psnr': gan_s / psnr_s,
           **{f'{part}_ms': statistics.mean(times[part]) * 1e3 for part in parts}}
+
+
+def torch_gan_peer(config, vgg_weights, hr: np.ndarray, steps: int, warmup: int,
+                   run_gan) -> dict:
+  """The same GAN step in PyTorch (``experiments/torch_esrgan_step.py``: spandrel's RRDBNet,
+  the U-Net discriminator, VGG16, BasicSR's update order) on the same batch, timed
+  alternating with flax_sr's ``run_gan``: {} when torch or spandrel is missing or the preset's
+  networks have no PyTorch peer here."""
+  import importlib.util
+  if not (importlib.util.find_spec('torch') and importlib.util.find_spec('spandrel')):
+    print('GAN step vs PyTorch: skipped (needs torch and spandrel)')
+    return {}
+  losses_config = config.perceptual_layer_weights()
+  if (config.model != 'rrdb' or config.discriminator != 'unet' or config.perceptual_net != 'vgg16'
+      or any(not layer.startswith('conv') for layer, _ in losses_config)):
+    print('GAN step vs PyTorch: skipped (a peer only for rrdb + unet + VGG16 conv layers)')
+    return {}
+  import torch
+  import torch_esrgan_step
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tests'))
+  import zoo_test  # spandrel's import with its torchvision stand-in
+  from flax_sr import gan, metrics as metrics_lib
+  torch.set_num_threads(os.cpu_count())
+  generator = zoo_test.spandrel_class('ESRGAN', 'RRDB', 'RRDBNet')(
+      num_filters=config.features, num_blocks=config.num_rrdb, scale=config.scale)
+  losses = gan.GANLosses.from_config(config)
+  step = torch_esrgan_step.ESRGANStep(
+      generator, torch_esrgan_step.UNetDiscriminatorSN(config.disc_features),
+      jax.device_get(vgg_weights), perceptual_layers=losses.perceptual_layers,
+      pixel_weight=losses.pixel_weight, perceptual_weight=losses.perceptual_weight,
+      adversarial_weight=losses.adversarial_weight, learning_rate=config.learning_rate)
+  as_torch = lambda images: torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
+  lr = as_torch(metrics_lib.to_float(train_lib.degrade(jnp.asarray(hr), config.scale)))
+  target = as_torch(metrics_lib.to_float(jnp.asarray(hr)))
+  timed = time_alternating({'jax': run_gan, 'torch': lambda: step(lr, target)}, steps, warmup)
+  return {'torch_gan_step_ms': timed['torch'][1] * 1e3,
+          'gan_step_alternating_ms': timed['jax'][1] * 1e3,
+          'gan_vs_torch': timed['torch'][1] / timed['jax'][1]}
 
 
 def gan_step_parts(gan_state, vgg_weights, batch, losses) -> dict:
@@ -688,6 +728,10 @@ def main(argv=None) -> int:
             f'{r["gan_over_psnr"]:.2f}x; jitted alone, the VGG loss (forward on output and '
             f'HR, backward) {r["perceptual_ms"]:.0f} ms and the discriminator\'s passes (real; '
             f'fake, pulled back twice) {r["discriminator_ms"]:.0f} ms')
+      if 'torch_gan_step_ms' in r:
+        print(f'GAN step vs PyTorch (experiments/torch_esrgan_step.py, alternating): flax_sr '
+              f'{r["gan_step_alternating_ms"]:.0f} ms, PyTorch {r["torch_gan_step_ms"]:.0f} ms: '
+              f'{r["gan_vs_torch"]:.2f}x')
   if args.degradation:
     extra_rows['degradation'] = [bench_degradation(*((2, 32, 4) if args.quick else (16, 256, 4)),
                                                    args.steps, args.warmup)]

@@ -77,6 +77,10 @@ def test_benchmark_quick_mode(tmp_path):
   gan_row, = json.loads((tmp_path / 'bench_extra.json').read_text())['gan']
   assert gan_row['preset'] == 'esrgan_cpu_gan_x4' and gan_row['gan_over_psnr'] > 1
   assert all(gan_row[f'{part}_ms'] > 0 for part in ('perceptual', 'discriminator'))
+  import importlib.util
+  if importlib.util.find_spec('torch') and importlib.util.find_spec('spandrel'):
+    # ... and beside the same step in PyTorch (experiments/torch_esrgan_step.py).
+    assert gan_row['torch_gan_step_ms'] > 0 and gan_row['gan_vs_torch'] > 0
   rows = json.loads(out.read_text())
   assert {r['model'] for r in rows} == {'reference', 'edsr'}
   assert len([r for r in rows if r['model'] == 'reference']) == 2  # late/early

