@@ -157,25 +157,18 @@ PREDICT_TILE, PREDICT_TILE_OVERLAP = 96, 8  # the tiled rows: LR tiles, 8 per ba
 
 
 def torch_tiled(reference, image, tile: int, overlap: int, scale: int, batch_size: int = 8):
-  """PyTorch's side of a tiled prediction: the tiles flax_sr's ``Upscaler`` cuts (the same
-  boxes, batches of ``batch_size``), each output tile's centre kept."""
+  """PyTorch's side of a tiled prediction, as flax_sr's ``Upscaler`` does it: the same tiles
+  (``inference.tile_boxes``) in batches of ``batch_size``, stitched by the same function. NCHW
+  tensor in, (H*s, W*s, 3) float32 array out."""
   import torch
   from flax_sr import inference
   _, _, h, w = image.shape
-  th, tw = min(tile, h), min(tile, w)
-  boxes = [(y, x) for y in inference.tile_starts(h, th, overlap)
-           for x in inference.tile_starts(w, tw, overlap)]
+  boxes, (th, tw) = inference.tile_boxes(h, w, tile, overlap)
   tiles = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x in boxes])
   outputs = torch.cat([reference(tiles[i:i + batch_size])
                        for i in range(0, len(tiles), batch_size)])
-  result = torch.zeros((1, 3, h * scale, w * scale))
-  for (y, x), out in zip(boxes, outputs):
-    y0, x0 = (0 if y == 0 else y + overlap), (0 if x == 0 else x + overlap)
-    y1 = h if y + th == h else y + th - overlap
-    x1 = w if x + tw == w else x + tw - overlap
-    result[0, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = out[
-        :, (y0 - y) * scale:(y1 - y) * scale, (x0 - x) * scale:(x1 - x) * scale]
-  return result
+  return inference.stitch_tiles(outputs.permute(0, 2, 3, 1).numpy(), boxes, (h, w), overlap,
+                                scale)
 
 
 def bench_predict(name, description, build, args) -> list[dict]:

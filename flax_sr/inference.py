@@ -190,6 +190,33 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   return starts + [length - tile]
 
 
+def tile_boxes(height: int, width: int, tile: int, overlap: int
+               ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+  """The (top, left) of every LR tile of an image, and the tiles' (height, width)."""
+  th, tw = min(tile, height), min(tile, width)
+  return [(y, x) for y in tile_starts(height, th, overlap)
+          for x in tile_starts(width, tw, overlap)], (th, tw)
+
+
+def stitch_tiles(outputs: np.ndarray, boxes, lr_size: tuple[int, int], overlap: int,
+                 scale: int) -> np.ndarray:
+  """The upscaled image from the upscaled tiles (n, th*s, tw*s, c) cut at ``boxes``: each
+  tile's centre is kept; its margins (``overlap`` LR pixels) are left to the neighbours,
+  except at the image border where no neighbour exists."""
+  h, w = lr_size
+  th, tw = outputs.shape[1] // scale, outputs.shape[2] // scale
+  s, o = scale, overlap
+  result = np.zeros((h * s, w * s, outputs.shape[-1]), np.float32)
+  for (y, x), out in zip(boxes, outputs):
+    y0 = 0 if y == 0 else y + o
+    x0 = 0 if x == 0 else x + o
+    y1 = h if y + th == h else y + th - o
+    x1 = w if x + tw == w else x + tw - o
+    result[y0 * s:y1 * s, x0 * s:x1 * s] = out[(y0 - y) * s:(y1 - y) * s,
+                                               (x0 - x) * s:(x1 - x) * s]
+  return result
+
+
 class Upscaler:
   """Upscales whole images with a loaded model, in tiles when they exceed ``tile`` LR pixels,
   with the tiles of an image batched and split over the devices of ``mesh``."""
@@ -251,19 +278,6 @@ class Upscaler:
       return self._run_padded(lr_image, bucket)
     if h <= self.tile and w <= self.tile:
       return self._run(lr_image[None])[0]
-    s, o = self.scale, self.overlap
-    th, tw = min(self.tile, h), min(self.tile, w)
-    boxes = [(y, x) for y in tile_starts(h, th, o) for x in tile_starts(w, tw, o)]
+    boxes, (th, tw) = tile_boxes(h, w, self.tile, self.overlap)
     tiles = np.stack([lr_image[y:y + th, x:x + tw] for y, x in boxes])
-    outputs = self._run(tiles)
-    result = np.zeros((h * s, w * s, 3), np.float32)
-    for (y, x), out in zip(boxes, outputs):
-      # Keep the tile's centre; its margins (``overlap`` LR pixels) are left to the neighbours,
-      # except at the image border where no neighbour exists.
-      y0 = 0 if y == 0 else y + o
-      x0 = 0 if x == 0 else x + o
-      y1 = h if y + th == h else y + th - o
-      x1 = w if x + tw == w else x + tw - o
-      result[y0 * s:y1 * s, x0 * s:x1 * s] = out[(y0 - y) * s:(y1 - y) * s,
-                                                 (x0 - x) * s:(x1 - x) * s]
-    return result
+    return stitch_tiles(self._run(tiles), boxes, (h, w), self.overlap, self.scale)

@@ -124,8 +124,9 @@ def test_zoo_benchmark_quick_mode(tmp_path):
 
 
 def test_zoo_predict_benchmark_tiles_pytorch_as_flax_sr_does(monkeypatch):
-  """zoo_bench --predict times the same computation on both sides: its PyTorch tiling (boxes,
-  batches, centres kept) gives flax_sr's Upscaler output for the same weights."""
+  """zoo_bench --predict times the same computation on both sides: its PyTorch tiling (the
+  Upscaler's boxes and stitching, its own batches) gives flax_sr's Upscaler output for the same
+  weights."""
   import importlib.util
   if not (importlib.util.find_spec('torch') and importlib.util.find_spec('spandrel')):
     pytest.skip('the zoo benchmark compares with PyTorch (torch and spandrel)')
@@ -144,7 +145,7 @@ def test_zoo_predict_benchmark_tiles_pytorch_as_flax_sr_does(monkeypatch):
   flax_sr_out = inference.Upscaler(loaded, tile=8, tile_overlap=2)(image)
   with torch.inference_mode():
     torch_out = zoo_bench.torch_tiled(reference, torch.from_numpy(
-        image.transpose(2, 0, 1)[None].copy()), 8, 2, 4)[0].numpy().transpose(1, 2, 0)
+        image.transpose(2, 0, 1)[None].copy()), 8, 2, 4)
   assert flax_sr_out.shape == torch_out.shape == (52, 84, 3)
   # flax_sr's upscaler returns images, clipped to [0, 1]; the random network's raw output is not.
   np.testing.assert_allclose(flax_sr_out, np.clip(torch_out, 0, 1), atol=1e-4)
