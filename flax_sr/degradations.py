@@ -7,9 +7,10 @@ comes from the key, per image (``fold_in`` by image index), so the function runs
 jitted train step, on any device count, and a resumed run sees exactly the degradations an
 uninterrupted one does. Ranges and probabilities: ``degradation_settings.RealESRGANSettings``.
 
-Shapes stay static under ``jit`` although each image is resized by its own random factor: an
-intermediate image lives in a fixed-size buffer (big enough for the largest factor) of which
-only the top-left ``valid`` part is the image. Each operation knows the valid size: the blur
+Shapes stay static under ``jit`` although images are resized by random factors: an
+intermediate image lives in a fixed-size buffer (big enough for the largest factor; in the
+first stage, the smallest of three that holds the batch's factor) of which only the top-left
+``valid`` part is the image. Each operation knows the valid size: the blur
 reflects at the valid edge (as PyTorch's reflect padding of the smaller image would), the
 JPEG codec replicates it (as libjpeg pads a partial block), the resize reads only valid pixels,
 and Poisson noise counts only valid pixels' levels. The result equals running the same steps
@@ -20,14 +21,14 @@ False, no antialiasing; 'area' is adaptive average pooling), the blur is BasicSR
 ``filter2D`` (reflect padding), noise as BasicSR's ``random_add_*_noise_pt``, and ``jpeg``
 is libjpeg's baseline codec: its fixed-point colour conversion, 4:2:0 chroma with its
 rounding, the Annex K tables scaled by quality as ``jpeg_set_quality`` does, and its "fancy"
-(triangular) chroma upsampling on decode; only the DCTs are exact floating-point transforms
-where libjpeg uses integer approximations (see ``tests/degradations_test.py`` for the
-measured difference to Pillow).
+(triangular) chroma upsampling on decode, and its "islow" integer DCTs: the decode equals
+Pillow's bit for bit (``tests/degradations_test.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -144,7 +145,9 @@ def _rotations(t0, t1, t2, t3):
 
 
 def _fdct_pass(x: jnp.ndarray, first: bool) -> jnp.ndarray:
-  d = [x[..., i] for i in range(8)]
+  """One 1-D pass along axis 0 (the 8 samples; the blocks along the trailing axes, so each
+  sample row is a contiguous slab that XLA vectorises)."""
+  d = [x[i] for i in range(8)]
   tmp10, tmp13 = (d[0] + d[7]) + (d[3] + d[4]), (d[0] + d[7]) - (d[3] + d[4])
   tmp11, tmp12 = (d[1] + d[6]) + (d[2] + d[5]), (d[1] + d[6]) - (d[2] + d[5])
   shift = _CONST_BITS - _PASS1_BITS if first else _CONST_BITS + _PASS1_BITS
@@ -158,11 +161,12 @@ def _fdct_pass(x: jnp.ndarray, first: bool) -> jnp.ndarray:
   out[6] = _descale(z1 - tmp12 * _C['1.847759065'], shift)
   out[7], out[5], out[3], out[1] = (_descale(v, shift) for v in _rotations(
       d[3] - d[4], d[2] - d[5], d[1] - d[6], d[0] - d[7]))
-  return jnp.stack(out, -1)
+  return jnp.stack(out, 0)
 
 
 def _idct_pass(c: jnp.ndarray, first: bool) -> jnp.ndarray:
-  c = [c[..., i] for i in range(8)]
+  """The inverse 1-D pass along axis 0, as ``_fdct_pass``."""
+  c = [c[i] for i in range(8)]
   z1 = (c[2] + c[6]) * _C['0.541196100']
   tmp2, tmp3 = z1 - c[6] * _C['1.847759065'], z1 + c[2] * _C['0.765366865']
   tmp0, tmp1 = (c[0] + c[4]) << _CONST_BITS, (c[0] - c[4]) << _CONST_BITS
@@ -171,22 +175,23 @@ def _idct_pass(c: jnp.ndarray, first: bool) -> jnp.ndarray:
   shift = _CONST_BITS - _PASS1_BITS if first else _CONST_BITS + _PASS1_BITS + 3
   out = (tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, tmp13 - t0, tmp12 - t1, tmp11 - t2,
          tmp10 - t3)
-  return jnp.stack([_descale(v, shift) for v in out], -1)
+  return jnp.stack([_descale(v, shift) for v in out], 0)
 
 
 def _code_plane(plane: jnp.ndarray, table: jnp.ndarray) -> jnp.ndarray:
   """One int32 plane (sides multiples of 8) through libjpeg: level shift, forward DCT (8x
   scaled), quantisation by 8 x table rounded half away from zero (jcdctmgr.c), then the
-  decoder's dequantisation, inverse DCT and range limit."""
+  decoder's dequantisation, inverse DCT and range limit. The blocks are laid out as (column
+  in block, row in block, block row, block column): each pass runs along axis 0."""
   h, w = plane.shape
-  blocks = (plane - 128).reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
-  coef = jnp.swapaxes(_fdct_pass(jnp.swapaxes(_fdct_pass(blocks, True), -1, -2), False),
-                      -1, -2)                       # rows first, then columns
+  blocks = (plane - 128).reshape(h // 8, 8, w // 8, 8).transpose(3, 1, 0, 2)
+  swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+  coef = _fdct_pass(swap(_fdct_pass(blocks, True)), False)   # rows first, then columns
+  table = table[:, :, None, None]                            # (vertical, horizontal) frequency
   divisor = table * 8
   levels = jnp.sign(coef) * ((jnp.abs(coef) + divisor // 2) // divisor)
-  columns = jnp.swapaxes(_idct_pass(jnp.swapaxes(levels * table, -1, -2), True), -1, -2)
-  pixels = _idct_pass(columns, False)              # columns first, then rows
-  return jnp.clip(pixels + 128, 0, 255).transpose(0, 2, 1, 3).reshape(h, w)
+  pixels = _idct_pass(swap(_idct_pass(levels * table, True)), False)  # columns, then rows
+  return jnp.clip(pixels + 128, 0, 255).transpose(2, 1, 3, 0).reshape(h, w)
 
 
 def _jpeg_one(image: jnp.ndarray, quality, valid_h, valid_w) -> jnp.ndarray:
@@ -283,15 +288,24 @@ def _bessel_j1(z: jnp.ndarray, points: int = 128) -> jnp.ndarray:
   return jnp.mean(jnp.cos(t - z[..., None] * jnp.sin(t)), axis=-1)
 
 
+def _grid_radii() -> tuple[np.ndarray, np.ndarray]:
+  """The distinct distances from the centre on the 21x21 grid (66 of 441) and, per grid point,
+  the index of its own: J1 is evaluated once per distance."""
+  half = MAX_KERNEL_SIZE // 2
+  axis = np.arange(-half, half + 1)
+  squared = (axis[None, :] ** 2 + axis[:, None] ** 2).ravel()
+  distinct, index = np.unique(squared, return_inverse=True)
+  return np.sqrt(distinct).astype(np.float32), index.reshape(MAX_KERNEL_SIZE, MAX_KERNEL_SIZE)
+
+
 def circular_lowpass_kernel(cutoff, size=MAX_KERNEL_SIZE) -> jnp.ndarray:
   """BasicSR's 2-D sinc kernel cutoff J1(cutoff r) / (2 pi r) (cutoff^2 / (4 pi) at the centre)
   with a ``size`` x ``size`` support, normalised, on the 21x21 grid: ringing and overshoot."""
-  x, y = _grid()
-  r = jnp.sqrt(x * x + y * y)
-  safe_r = jnp.where(r == 0, 1.0, r)
-  kernel = jnp.where(r == 0, cutoff ** 2 / (4 * jnp.pi),
+  radii, index = _grid_radii()
+  safe_r = np.where(radii == 0, 1.0, radii).astype(np.float32)
+  values = jnp.where(radii == 0, cutoff ** 2 / (4 * jnp.pi),
                      cutoff * _bessel_j1(cutoff * safe_r) / (2 * jnp.pi * safe_r))
-  kernel = kernel * _support(size)
+  kernel = values[index] * _support(size)
   return kernel / jnp.sum(kernel)
 
 
@@ -387,6 +401,17 @@ def _fft_length(n: int) -> int:
   return -(-n // 16) * 16
 
 
+def _kernel_spectrum(kernel: jnp.ndarray, shape: tuple[int, int]) -> jnp.ndarray:
+  """conj(rfft2(kernel zero-padded to ``shape``)) as two small DFT products: the 21x21 kernel
+  needs 21 columns of each DFT matrix, cheaper than an FFT of the padded array."""
+  rows, cols = shape
+  size = kernel.shape[0]
+  left = np.exp(-2j * np.pi * np.outer(np.arange(rows), np.arange(size)) / rows)
+  right = np.exp(-2j * np.pi * np.outer(np.arange(size), np.arange(cols // 2 + 1)) / cols)
+  return jnp.conj(left.astype(np.complex64) @ kernel.astype(jnp.complex64)
+                  @ right.astype(np.complex64))
+
+
 def _blur_one(image: jnp.ndarray, kernel: jnp.ndarray, valid_h, valid_w) -> jnp.ndarray:
   """BasicSR's ``filter2D``: correlation with a 21x21 kernel over reflect padding (at the
   valid edge). Computed by FFT: a per-image 21x21 kernel is a grouped convolution, which
@@ -394,12 +419,17 @@ def _blur_one(image: jnp.ndarray, kernel: jnp.ndarray, valid_h, valid_w) -> jnp.
   wrapping, so this is the linear correlation up to float32 rounding."""
   h, w, _ = image.shape
   pad = MAX_KERNEL_SIZE // 2
-  rows = _reflect(jnp.arange(-pad, h + pad), valid_h)
-  cols = _reflect(jnp.arange(-pad, w + pad), valid_w)
-  padded = image[rows][:, cols]
+  if isinstance(valid_h, int) and isinstance(valid_w, int) and (valid_h, valid_w) == (h, w) \
+      and min(h, w) > pad:
+    # The whole image is valid (known when tracing): static slices, not a gather.
+    padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  else:
+    rows = _reflect(jnp.arange(-pad, h + pad), valid_h)
+    cols = _reflect(jnp.arange(-pad, w + pad), valid_w)
+    padded = image[rows][:, cols]
   shape = (_fft_length(h + 2 * pad), _fft_length(w + 2 * pad))
   spectrum = jnp.fft.rfft2(padded, s=shape, axes=(0, 1))
-  kernel_spectrum = jnp.conj(jnp.fft.rfft2(kernel.astype(image.dtype), s=shape))
+  kernel_spectrum = _kernel_spectrum(kernel.astype(image.dtype), shape)
   out = jnp.fft.irfft2(spectrum * kernel_spectrum[..., None], s=shape, axes=(0, 1))
   return out[:h, :w].astype(image.dtype)
 
@@ -478,6 +508,65 @@ def resize(images: jnp.ndarray, size: tuple[int, int], mode: str = 'bicubic',
   return jax.vmap(lambda x: _resize_one(x, mode_index, (h, w), size, inverse, size))(images)
 
 
+# Per-pixel random numbers. jax.random's Threefry runs on XLA:CPU as a rolled loop of five
+# rounds, each reading and writing the whole (image-sized) state, which made the noise cost
+# more than the rest of its stage; unrolled, the 20 rounds fuse into one pass. The same hash
+# as ``jax.extend.random.threefry_2x32`` (tests/degradations_test.py checks it), with each
+# pixel's counter made from its row and column, so that a pixel's noise does not depend on the
+# size of the buffer the image sits in.
+
+def _rotate_left(x, d: int):
+  return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
+
+
+def _threefry(keypair: jnp.ndarray, x0: jnp.ndarray, x1: jnp.ndarray):
+  """Threefry-2x32, 20 rounds, unrolled: two uint32 words from two under the uint32[2] key."""
+  k0, k1 = keypair[0], keypair[1]
+  ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+  rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+  x0, x1 = x0 + ks[0], x1 + ks[1]
+  for i in range(5):
+    for d in rotations[i % 2]:
+      x0 = x0 + x1
+      x1 = _rotate_left(x1, d) ^ x0
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def threefry_2x32(keypair: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
+  """``jax.extend.random.threefry_2x32``'s function (a uint32 ``count`` array of even size,
+  its flattened first half paired with the second), unrolled so that XLA fuses it."""
+  flat = count.ravel()
+  half = flat.shape[0] // 2
+  return jnp.concatenate(_threefry(keypair, flat[:half], flat[half:])).reshape(count.shape)
+
+
+def _pixel_bits(key: jax.Array, shape: tuple[int, int, int]) -> jnp.ndarray:
+  """(H, W, C) random uint32 words; pixel (i, j)'s depend only on the key, i, j (< 65536)."""
+  h, w, c = shape
+  pixel = ((jnp.arange(h, dtype=jnp.uint32)[:, None] << np.uint32(16))
+           | jnp.arange(w, dtype=jnp.uint32)[None, :])
+  keypair = jax.random.key_data(key).ravel()[:2]
+  words = []
+  for pair in range(-(-c // 2)):
+    words.extend(_threefry(keypair, pixel, jnp.full_like(pixel, pair)))
+  return jnp.stack(words[:c], axis=-1)
+
+
+def _uniform(key: jax.Array, shape: tuple[int, int, int], low: float = 0.0) -> jnp.ndarray:
+  """Uniform float32 in [low, 1) per pixel from 23 random mantissa bits (jax.random's way)."""
+  bits = (_pixel_bits(key, shape) >> np.uint32(9)) | np.uint32(0x3F800000)
+  floats = jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
+  return jnp.maximum(low, low + floats * (1.0 - low))
+
+
+def _normal(key: jax.Array, shape: tuple[int, int, int]) -> jnp.ndarray:
+  """Standard normal float32 per pixel by the inverse error function, as jax.random.normal."""
+  low = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+  return np.float32(np.sqrt(2)) * jax.lax.erf_inv(_uniform(key, shape, low))
+
+
 def _gray(image: jnp.ndarray) -> jnp.ndarray:
   # torchvision's rgb_to_grayscale weights (BasicSR's gray noise).
   return (0.2989 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2])[..., None]
@@ -487,13 +576,13 @@ def gaussian_noise(key, image: jnp.ndarray, sigma, gray) -> jnp.ndarray:
   """One float [0, 1] HWC image plus N(0, sigma^2) noise (sigma on the [0, 1] scale), the same
   on every channel when ``gray``; clipped to [0, 1]."""
   h, w, c = image.shape
-  noise = jax.random.normal(key, (h, w, c))
+  noise = _normal(key, (h, w, c))
   noise = jnp.where(gray, jnp.broadcast_to(noise[..., :1], noise.shape), noise)
   return jnp.clip(image + sigma * noise, 0.0, 1.0)
 
 
 # Poisson counts are drawn by inverting the CDF: v x is one of 256 rates per image (x is 8-bit),
-# so one CDF table per rate serves every pixel, and a binary search replaces the rejection loop
+# so one CDF table per rate serves every pixel, and a table search replaces the rejection loop
 # of ``jax.random.poisson`` (which runs ~50x slower here, vectorised over a batch).
 _POISSON_MAX_COUNT = 512  # the largest rate is 256; P(count >= 512) < 1e-40
 
@@ -507,18 +596,18 @@ def _poisson_counts(u: jnp.ndarray, levels: jnp.ndarray, vals) -> jnp.ndarray:
   log_pmf = (counts * jnp.log(safe_rates) - safe_rates
              - jax.scipy.special.gammaln(counts + 1.0))
   pmf = jnp.where(rates[:, None] > 0, jnp.exp(log_pmf), (counts == 0).astype(jnp.float32))
-  cdf = jnp.cumsum(pmf, axis=1).at[:, -1].set(jnp.inf).ravel()
-  base = levels * _POISSON_MAX_COUNT
-
-  def bisect(_, bounds):  # towards the smallest k with cdf[k] >= u
-    low, high = bounds
-    middle = (low + high) // 2
-    above = cdf[base + middle] >= u
-    return jnp.where(above, low, middle + 1), jnp.where(above, middle, high)
-  bounds = (jnp.zeros(levels.shape, jnp.int32),
-            jnp.full(levels.shape, _POISSON_MAX_COUNT - 1, jnp.int32))
-  _, high = jax.lax.fori_loop(0, int(math.log2(_POISSON_MAX_COUNT)), bisect, bounds)
-  return high.astype(jnp.float32)
+  cdf = jnp.cumsum(pmf, axis=1)
+  # Normalised so that the float32 sum reaches 1: else a u above its rounded total (about 1 in
+  # 10^7) ran to the last count, 511, a white speck.
+  cdf = (cdf / cdf[:, -1:]).at[:, -1].set(jnp.inf)
+  # The count is the number of CDF entries below u. Counted in two steps over contiguous
+  # rows (every 16th entry, then the 16 entries of the row found): two vector gathers per
+  # pixel instead of a 9-step bisection's nine scalar ones, the same result.
+  group = 16
+  coarse = cdf[:, group - 1::group]
+  row = jnp.sum(coarse[levels] < u[..., None], axis=-1)
+  fine = cdf.reshape(256, _POISSON_MAX_COUNT // group, group)[levels, row]
+  return (row * group + jnp.sum(fine < u[..., None], axis=-1)).astype(jnp.float32)
 
 
 def poisson_noise(key, image: jnp.ndarray, scale, gray, valid_h=None, valid_w=None
@@ -535,7 +624,7 @@ def poisson_noise(key, image: jnp.ndarray, scale, gray, valid_h=None, valid_w=No
   # One pass serves both cases: grey noise is the colour computation on the luma copied to
   # every channel, with one uniform per pixel shared by the channels.
   source = jnp.where(gray, jnp.broadcast_to(_gray(image), image.shape), image)
-  u = jax.random.uniform(key, (h, w, c))
+  u = _uniform(key, (h, w, c))
   u = jnp.where(gray, jnp.broadcast_to(u[..., :1], u.shape), u)
   levels = jnp.clip(jnp.round(source * 255.0), 0, 255).astype(jnp.int32)
   weights = jnp.broadcast_to(inside[..., None], levels.shape).astype(jnp.float32)
@@ -572,6 +661,19 @@ def _buffer_size(length: int, value_range) -> int:
   return max(length, int(math.floor(length * max(1.0, value_range[1]))))
 
 
+# Sizes (fractions of HR) of the first stage's buffers below the largest: a batch resized by
+# f works in the smallest that holds it. With Real-ESRGAN's factors (0.15..1.5) three buffers
+# hold 1.03 x HR's pixels on average against 2.25 for the largest alone.
+_FIRST_STAGE_FRACTIONS = (0.5, 1.0)
+
+
+def _first_stage_buffers(h: int, w: int, value_range) -> list[tuple[int, int]]:
+  largest = (_buffer_size(h, value_range), _buffer_size(w, value_range))
+  smaller = [(max(int(math.floor(h * f)), 1), max(int(math.floor(w * f)), 1))
+             for f in _FIRST_STAGE_FRACTIONS if value_range[0] <= f < max(1.0, value_range[1])]
+  return [b for b in smaller if b != largest] + [largest]
+
+
 def _per_image(fn, *args):
   return jax.vmap(fn)(*args)
 
@@ -597,10 +699,10 @@ def _noise_stage(keys, u, images, gaussian, settings, second: bool, valid_sizes)
 # Where each image's draws sit in its vector of uniforms.
 _DRAWS = {'kernel1': slice(0, KERNEL_DRAWS), 'kernel2': slice(KERNEL_DRAWS, 2 * KERNEL_DRAWS)}
 _DRAWS.update({name: 2 * KERNEL_DRAWS + i for i, name in enumerate((
-    'factor1_kind', 'factor1', 'mode1', 'noise1', 'gray1', 'quality1', 'second_blur',
+    'mode1', 'noise1', 'gray1', 'quality1', 'second_blur',
     'factor2_kind', 'factor2', 'mode2', 'noise2', 'gray2', 'sinc_size', 'sinc_cutoff',
     'sinc_use', 'quality2', 'mode3'))})
-_NUM_DRAWS = 2 * KERNEL_DRAWS + 17
+_NUM_DRAWS = 2 * KERNEL_DRAWS + 15
 
 
 def realesrgan(key: jax.Array, hr_images: jnp.ndarray, scale: int,
@@ -608,10 +710,11 @@ def realesrgan(key: jax.Array, hr_images: jnp.ndarray, scale: int,
   """Real-ESRGAN's degradation of a uint8 NHWC HR batch -> uint8 LR of HR/scale.
 
   Drawn per image (from ``fold_in`` of the key by ``first_index + i``): both blur kernels and
-  whether the second applies, the resize factors and modes, noise strengths and grey/colour,
-  JPEG qualities and the final sinc filter. Drawn per batch (from the key alone), as
-  Real-ESRGAN does: Gaussian or Poisson noise in each stage and the order of the final resize
-  and JPEG, so that only the chosen branch runs. The same key and image index give the same
+  whether the second applies, the resize modes and the second stage's factor, noise strengths
+  and grey/colour, JPEG qualities and the final sinc filter. Drawn per batch (from the key
+  alone), as Real-ESRGAN does: the first stage's resize factor, Gaussian or Poisson noise in
+  each stage and the order of the final resize and JPEG, so that only the chosen branch runs
+  and the first stage works at (about) the batch's drawn size. The same key and image index give the same
   LR whatever the batch split (``first_index``: the offset of this batch's first image in a
   larger one, e.g. a device's share under ``pmap``), up to float rounding that can move a rare
   value by one level.
@@ -625,7 +728,7 @@ def realesrgan(key: jax.Array, hr_images: jnp.ndarray, scale: int,
     raise ValueError(f'HR size {h}x{w} is not a multiple of the scale {scale}; crop it first')
   lr_h, lr_w = h // scale, w // scale
   batch_key, image_key = jax.random.split(key)
-  batch_u = jax.random.uniform(batch_key, (3,))
+  batch_u = jax.random.uniform(batch_key, (5,))
 
   def image_draws(i):
     k_uniform, k_noise1, k_noise2 = jax.random.split(jax.random.fold_in(image_key, i), 3)
@@ -634,35 +737,40 @@ def realesrgan(key: jax.Array, hr_images: jnp.ndarray, scale: int,
   draw = lambda name: u[:, _DRAWS[name]]  # noqa: E731
   x = hr_images.astype(jnp.float32) / 255.0
 
-  # First stage at HR size: blur, resize by a random factor, noise, JPEG.
+  # First stage at HR size: blur, resize by a random factor (one per batch, as Real-ESRGAN
+  # draws it), noise, JPEG; then the second stage's blur and resize to a factor of HR/scale.
   kernels = _per_image(lambda v: _kernel_from_uniforms(v, settings, 1), draw('kernel1'))
   x = _per_image(lambda img, kern: _blur_one(img, kern, h, w), x, kernels)
-  factor = _random_factor(draw('factor1_kind'), draw('factor1'), settings.resize_prob,
-                          settings.resize_range)
+  factor = _random_factor(batch_u[3], batch_u[4], settings.resize_prob, settings.resize_range)
   size1 = (jnp.maximum(jnp.floor(h * factor), 1).astype(jnp.int32),
            jnp.maximum(jnp.floor(w * factor), 1).astype(jnp.int32))
-  buffer1 = (_buffer_size(h, settings.resize_range), _buffer_size(w, settings.resize_range))
-  x = _per_image(lambda img, m, sh, sw, f: _resize_one(img, m, (h, w), (sh, sw),
-                                                       (1.0 / f, 1.0 / f), buffer1),
-                 x, _pick(draw('mode1'), len(RESIZE_MODES)), size1[0], size1[1], factor)
-  x = _noise_stage(noise_keys1, jnp.stack([draw('noise1'), draw('gray1')], 1), x,
-                   batch_u[0] < settings.gaussian_noise_prob, settings, False, size1)
-  x = _per_image(_jpeg_float, x, _quality(draw('quality1'), settings.jpeg_range), *size1)
-
-  # Second stage: blur (with its probability), resize to a factor of HR/scale, noise.
-  kernels = _per_image(lambda v: _kernel_from_uniforms(v, settings, 2), draw('kernel2'))
-  kernels = jnp.where((draw('second_blur') < settings.second_blur_prob)[:, None, None],
-                      kernels, _pulse())
-  x = _per_image(_blur_one, x, kernels, *size1)
-  factor = _random_factor(draw('factor2_kind'), draw('factor2'), settings.resize_prob2,
-                          settings.resize_range2)
-  size2 = (jnp.maximum(jnp.floor(h / scale * factor), 1).astype(jnp.int32),
-           jnp.maximum(jnp.floor(w / scale * factor), 1).astype(jnp.int32))
+  sizes1 = tuple(jnp.broadcast_to(size, (n,)) for size in size1)
+  kernels2 = _per_image(lambda v: _kernel_from_uniforms(v, settings, 2), draw('kernel2'))
+  kernels2 = jnp.where((draw('second_blur') < settings.second_blur_prob)[:, None, None],
+                       kernels2, _pulse())
+  factor2 = _random_factor(draw('factor2_kind'), draw('factor2'), settings.resize_prob2,
+                           settings.resize_range2)
+  size2 = (jnp.maximum(jnp.floor(h / scale * factor2), 1).astype(jnp.int32),
+           jnp.maximum(jnp.floor(w / scale * factor2), 1).astype(jnp.int32))
   buffer2 = (_buffer_size(lr_h, settings.resize_range2),
              _buffer_size(lr_w, settings.resize_range2))
-  x = _per_image(lambda img, m, ih, iw, oh, ow: _resize_one(
-      img, m, (ih, iw), (oh, ow), (ih / oh, iw / ow), buffer2),
-      x, _pick(draw('mode2'), len(RESIZE_MODES)), size1[0], size1[1], size2[0], size2[1])
+
+  def first_stage(buffer1, x):
+    x = _per_image(lambda img, m: _resize_one(img, m, (h, w), size1, (1.0 / factor,) * 2,
+                                              buffer1),
+                   x, _pick(draw('mode1'), len(RESIZE_MODES)))
+    x = _noise_stage(noise_keys1, jnp.stack([draw('noise1'), draw('gray1')], 1), x,
+                     batch_u[0] < settings.gaussian_noise_prob, settings, False, sizes1)
+    x = _per_image(_jpeg_float, x, _quality(draw('quality1'), settings.jpeg_range), *sizes1)
+    x = _per_image(_blur_one, x, kernels2, *sizes1)
+    return _per_image(lambda img, m, oh, ow: _resize_one(
+        img, m, size1, (oh, ow), (size1[0] / oh, size1[1] / ow), buffer2),
+        x, _pick(draw('mode2'), len(RESIZE_MODES)), size2[0], size2[1])
+  # The first stage's images live in the smallest of a few buffers that holds this batch's
+  # size: one compiled branch per buffer, and the one that fits runs.
+  buffers = _first_stage_buffers(h, w, settings.resize_range)
+  which = sum((size1[0] > bh) | (size1[1] > bw) for bh, bw in buffers[:-1])
+  x = jax.lax.switch(which, [functools.partial(first_stage, b) for b in buffers], x)
   x = _noise_stage(noise_keys2, jnp.stack([draw('noise2'), draw('gray2')], 1), x,
                    batch_u[1] < settings.gaussian_noise_prob2, settings, True, size2)
 

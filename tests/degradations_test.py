@@ -5,6 +5,7 @@ the Real-ESRGAN pipeline's determinism, options and train-step use."""
 from __future__ import annotations
 
 import io
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_SR
+from conftest import REPO, SHARED_SR
 from flax_sr import degradations as D
 from flax_sr import input_pipeline
 from flax_sr.config import Config, UserError
@@ -253,6 +254,58 @@ def test_degrade_each_does_not_depend_on_the_other_images():
   assert lr.shape == (3, 8, 8, 3) and np.mean(lr[0] != lr[1]) > 0.5
 
 
+def test_first_stage_buffers_hold_every_factor_and_change_nothing(monkeypatch):
+  """The first stage runs in the smallest of three buffers that holds the batch's factor: the
+  LR equals the one made in the largest buffer alone (up to float rounding of the FFT sizes),
+  for factors in each of the three."""
+  hr = _hr_batch(2, 32)
+  settings = RealESRGANSettings()
+  buffers = D._first_stage_buffers(32, 32, settings.resize_range)
+  assert buffers == [(16, 16), (32, 32), (48, 48)]
+
+  def first_buffer(key):  # the bucket realesrgan picks for this key
+    batch_u = jax.random.uniform(jax.random.split(key)[0], (5,))
+    size = int(np.floor(32 * float(D._random_factor(batch_u[3], batch_u[4],
+                                                     settings.resize_prob,
+                                                     settings.resize_range))))
+    return min(i for i, (bh, _) in enumerate(buffers) if max(size, 1) <= bh)
+  keys = [jax.random.key(i) for i in range(8, 16)]
+  assert {first_buffer(k) for k in keys} == {0, 1, 2}
+  bucketed = jax.jit(lambda key, x: D.realesrgan(key, x, 4))
+  bucketed_lr = [np.asarray(bucketed(k, hr)) for k in keys]
+  monkeypatch.setattr(D, '_FIRST_STAGE_FRACTIONS', ())
+  assert D._first_stage_buffers(32, 32, settings.resize_range) == [(48, 48)]
+  largest = jax.jit(lambda key, x: D.realesrgan(key, x, 4))
+  for key, lr in zip(keys, bucketed_lr):
+    difference = np.abs(lr.astype(int) - np.asarray(largest(key, hr)).astype(int))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 0.01, first_buffer(key)
+
+
+def test_threefry_unrolled_equals_jaxs():
+  keypair = jnp.array([123456789, 987654321], jnp.uint32)
+  counts = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 1000, dtype=np.uint64)
+                       .astype(np.uint32))
+  import jax.extend.random
+  np.testing.assert_array_equal(D.threefry_2x32(keypair, counts),
+                                jax.extend.random.threefry_2x32(keypair, counts))
+  normals = np.asarray(D._normal(jax.random.key(0), (400, 500, 1)))
+  assert abs(normals.mean()) < 0.01 and abs(normals.std() - 1) < 0.01
+
+
+def test_poisson_counts_are_the_inverse_cdf_at_u():
+  """The table search returns the smallest k with CDF(k) >= u, per pixel's rate."""
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  levels = rng.integers(0, 256, 5000).astype(np.int32)
+  u = rng.random(5000).astype(np.float32)
+  vals = 64.0
+  got = np.asarray(D._poisson_counts(jnp.asarray(u), jnp.asarray(levels), vals))
+  expected = stats.poisson.ppf(u.astype(np.float64), levels / 255.0 * vals)
+  # float32 CDF sums against scipy's float64: a u within rounding of a CDF step may land on
+  # the neighbouring count.
+  assert np.mean(got == expected) > 0.999 and np.abs(got - expected).max() <= 1
+
+
 def test_settings_options_parse_and_bad_values_are_one_line_errors():
   settings = settings_from_options('jpeg_range=40:90,resize_prob=0.3/0.4/0.3,sinc_prob=0.2')
   assert settings.jpeg_range == (40.0, 90.0) and settings.resize_prob == (0.3, 0.4, 0.3)
@@ -292,3 +345,4 @@ def test_train_step_degrades_with_the_seed_and_step(degrade_x4):
   np.testing.assert_allclose(step_metrics['loss'], expected, rtol=1e-5)
   other_step = degrade_x4(degradation.key(8), hr, 0)
   assert np.mean(np.asarray(other_step) != np.asarray(lr)) > 0.5
+
