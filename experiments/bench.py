@@ -312,7 +312,9 @@ def bench_degradation(batch: int, hr_size: int, scale: int, steps: int, warmup: 
   model = models.create_model('edsr', scale=scale, features=features,
                               num_res_blocks=16, conv_impl=Config().resolved_conv_impl())
   degradation = degradations.TrainingDegradation()
-  degrade = jax.jit(lambda x: degradation(x, scale, 0))
+  # A new step (key) each call: the cost depends on the draws (the first stage's buffer).
+  degrade = jax.jit(lambda x, step: degradation(x, scale, step))
+  calls = iter(range(10**9))
   states = {}
   steps_by_kind = {}
   for kind, deg in (('bicubic', None), ('realesrgan', degradation)):
@@ -328,7 +330,7 @@ def bench_degradation(batch: int, hr_size: int, scale: int, steps: int, warmup: 
     return run
 
   def run_degrade():
-    degrade(batch_on_devices['hr']).block_until_ready()
+    degrade(batch_on_devices['hr'], next(calls)).block_until_ready()
 
   times = {'bicubic': [], 'realesrgan': [], 'alone': []}
   for _ in range(2):
@@ -342,6 +344,110 @@ def bench_degradation(batch: int, hr_size: int, scale: int, steps: int, warmup: 
           'realesrgan_step_ms': realistic * 1e3,
           'degradation_share_of_step': alone / realistic,
           'step_cost_increase': realistic / bicubic - 1}
+
+
+def torch_degradation_peer(batch: int, hr_size: int, scale: int, calls: int) -> dict:
+  """flax_sr's jitted ``realesrgan`` (a new key each call) against the same pipeline as
+  Real-ESRGAN runs it in NumPy + PyTorch (``experiments/torch_degradation.py``: kernels drawn
+  per image in NumPy, the batch through ``filter2D``, ``F.interpolate``, noise and a float
+  JPEG), alternating, on the same uint8 HR batch. The PyTorch side's cost depends on its
+  draws (it resizes the whole batch by one random factor; flax_sr works in a buffer of the
+  largest size), so both report the mean of ``calls`` calls. Then each stage alone at HR size
+  in both frameworks, which says where the difference comes from. {} without torch."""
+  import importlib.util
+  if not importlib.util.find_spec('torch'):
+    print('degradation vs PyTorch: skipped (needs torch)')
+    return {}
+  import torch
+  import torch.nn.functional as F
+  import torch_degradation
+  from flax_sr import degradations
+  from flax_sr.degradation_settings import RealESRGANSettings
+  torch.set_num_threads(os.cpu_count())
+  settings = RealESRGANSettings()
+  rng = np.random.default_rng(0)
+  generator = torch.Generator().manual_seed(0)
+  hr = rng.integers(0, 256, (batch, hr_size, hr_size, 3), np.uint8)
+  hr_device = jnp.asarray(hr)
+  degrade = jax.jit(lambda key, x: degradations.realesrgan(key, x, scale, settings))
+  counter = iter(range(10**9))
+  runs = {'jax': lambda: degrade(jax.random.key(next(counter)), hr_device).block_until_ready(),
+          'torch': lambda: torch_degradation.degrade_uint8(hr, scale, rng, generator, settings)}
+  start = time.perf_counter()
+  runs['jax']()
+  compile_s = time.perf_counter() - start
+  runs['torch']()
+  times = {name: [] for name in runs}
+  for _ in range(calls):
+    for name, run in runs.items():
+      start = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - start)
+  kernel_times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    torch_degradation.draw_kernels(rng, batch, settings)
+    kernel_times.append(time.perf_counter() - start)
+  jax_ms, torch_ms = (statistics.mean(times[k]) * 1e3 for k in ('jax', 'torch'))
+
+  # Each stage at HR size, both frameworks on the same arrays.
+  images = hr.astype(np.float32) / 255.0
+  kernels = np.stack([np.asarray(degradations.random_kernel(jax.random.key(i), settings))
+                      for i in range(batch)])
+  keys = jax.random.split(jax.random.key(0), batch)
+  x, k = jnp.asarray(images), jnp.asarray(kernels)
+  t_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+  t_kernels = torch.from_numpy(kernels)
+  sigma = jnp.full((batch,), 10 / 255.0)
+  gray = jnp.zeros((batch,), bool)
+  quality = jnp.full((batch,), 50.0)
+  stage_jax = {
+      'blur 21x21': jax.jit(degradations.blur),
+      'bicubic resize to LR': jax.jit(lambda x: degradations.resize(
+          x, (hr_size // scale,) * 2, 'bicubic')),
+      'gaussian noise': jax.jit(lambda x: jax.vmap(degradations.gaussian_noise)(
+          keys, x, sigma, gray)),
+      'poisson noise': jax.jit(lambda x: jax.vmap(degradations.poisson_noise)(
+          keys, x, sigma * 25.5, gray)),
+      'JPEG': jax.jit(lambda x: degradations.jpeg(
+          jnp.clip(jnp.round(x * 255), 0, 255).astype(jnp.uint8), quality)),
+  }
+  t_sigma, t_gray = torch.full((batch,), 10 / 255.0), torch.zeros(batch, dtype=torch.bool)
+  stage_torch = {
+      'blur 21x21': lambda: torch_degradation.filter2d(t_images, t_kernels),
+      'bicubic resize to LR': lambda: F.interpolate(t_images, size=(hr_size // scale,) * 2,
+                                                    mode='bicubic', align_corners=False),
+      'gaussian noise': lambda: torch_degradation.gaussian_noise(t_images, t_sigma, t_gray,
+                                                                 generator),
+      'poisson noise': lambda: torch_degradation.poisson_noise(t_images, t_sigma * 25.5,
+                                                               t_gray, generator),
+      'JPEG': lambda: torch_degradation.jpeg(t_images, torch.full((batch,), 50.0)),
+  }
+  stages = []
+  for name, fn in stage_jax.items():
+    args = (x, k) if name.startswith('blur') else (x,)
+    timed = time_alternating({'jax': lambda: jax.block_until_ready(fn(*args)),
+                              'torch': torch.inference_mode()(stage_torch[name])},
+                             max(calls // 2, 3), 1)
+    stages.append({'stage': name, 'jax_ms': timed['jax'][1] * 1e3,
+                   'torch_ms': timed['torch'][1] * 1e3})
+  # Pixels the first stage's noise, JPEG and second blur work on, over HR's, on average over
+  # the random factor f: PyTorch works at f^2, flax_sr in the smallest buffer that holds f.
+  (p_up, p_down, p_keep), (low, high) = settings.resize_prob, settings.resize_range
+  draws = np.random.default_rng(0)
+  kind = draws.choice(3, 10**6, p=np.array([p_up, p_down, p_keep]) / (p_up + p_down + p_keep))
+  u = draws.random(10**6)
+  factor = np.where(kind == 0, 1 + (high - 1) * u, np.where(kind == 1, low + (1 - low) * u, 1.0))
+  buffers = degradations._first_stage_buffers(hr_size, hr_size, settings.resize_range)
+  sizes = np.maximum(np.floor(hr_size * factor), 1)
+  buffer_sides = np.array([b[0] for b in buffers])
+  chosen = buffer_sides[np.searchsorted(buffer_sides, sizes)]
+  return {'torch_degradation_ms': torch_ms, 'torch_kernels_ms': statistics.mean(kernel_times) * 1e3,
+          'jax_degradation_ms': jax_ms, 'jax_compile_s': compile_s,
+          'degradation_vs_torch': torch_ms / jax_ms, 'calls': calls,
+          'stage1_buffer_area_over_hr': float(np.mean((chosen / hr_size) ** 2)),
+          'torch_stage1_mean_area_over_hr': float(np.mean((sizes / hr_size) ** 2)),
+          'stages': stages}
 
 
 def run_torch(torch_python: str, input_size: int, factors, batch: int, steps: int,
@@ -733,13 +839,28 @@ def main(argv=None) -> int:
               f'{r["gan_step_alternating_ms"]:.0f} ms, PyTorch {r["torch_gan_step_ms"]:.0f} ms: '
               f'{r["gan_vs_torch"]:.2f}x')
   if args.degradation:
-    extra_rows['degradation'] = [bench_degradation(*((2, 32, 4) if args.quick else (16, 256, 4)),
-                                                   args.steps, args.warmup)]
+    sizes = (2, 32, 4) if args.quick else (16, 256, 4)
+    extra_rows['degradation'] = [{**bench_degradation(*sizes, args.steps, args.warmup),
+                                  # 96 px: Real-ESRGAN's reflect padding needs 11 LR pixels
+                                  **torch_degradation_peer(*((2, 96, 4) if args.quick else sizes),
+                                                           4 if args.quick else 20)}]
     for r in extra_rows['degradation']:
       print(f'Real-ESRGAN degradation, batch {r["batch"]} of {r["hr_size"]}^2 at x{r["scale"]}: '
             f'{r["degradation_ms"]:.0f} ms alone; {r["model"]} step {r["bicubic_step_ms"]:.0f} '
             f'ms bicubic vs {r["realesrgan_step_ms"]:.0f} ms realesrgan: the degradation is '
             f'{100 * r["degradation_share_of_step"]:.0f}% of the step')
+      if 'torch_degradation_ms' in r:
+        print(f'degradation vs NumPy + PyTorch (experiments/torch_degradation.py, mean of '
+              f'{r["calls"]} calls each, alternating): flax_sr {r["jax_degradation_ms"]:.0f} ms '
+              f'(compile {r["jax_compile_s"]:.1f} s), PyTorch {r["torch_degradation_ms"]:.0f} ms '
+              f'(of which NumPy kernels {r["torch_kernels_ms"]:.1f} ms): '
+              f'{r["degradation_vs_torch"]:.2f}x; first-stage pixels over HR, mean: flax_sr '
+              f'{r["stage1_buffer_area_over_hr"]:.2f} (its buffers), PyTorch '
+              f'{r["torch_stage1_mean_area_over_hr"]:.2f}')
+        print(f'{"stage at HR size":<24} {"flax_sr ms":>10} {"PyTorch ms":>10} {"ratio":>6}')
+        for stage in r['stages']:
+          print(f'{stage["stage"]:<24} {stage["jax_ms"]:10.1f} {stage["torch_ms"]:10.1f} '
+                f'{stage["torch_ms"] / stage["jax_ms"]:6.2f}x')
   print(f'peak memory: {peak_memory_mb():.0f} MiB')
   if args.output_json:
     path = pathlib.Path(args.output_json)

@@ -346,3 +346,80 @@ def test_train_step_degrades_with_the_seed_and_step(degrade_x4):
   other_step = degrade_x4(degradation.key(8), hr, 0)
   assert np.mean(np.asarray(other_step) != np.asarray(lr)) > 0.5
 
+
+# --------------------------------------------------------------------------------------------
+# The NumPy + PyTorch peer that `bench.py --degradation` times flax_sr's pipeline against
+# (experiments/torch_degradation.py): the same operations, so that the bench compares like
+# with like.
+
+@pytest.fixture(scope='module')
+def torch_peer():
+  pytest.importorskip('torch')
+  sys.path.insert(0, str(REPO / 'experiments'))
+  import torch_degradation
+  return torch_degradation
+
+
+def test_the_pytorch_peers_kernels_and_blur_equal_flax_srs(torch_peer):
+  import torch
+  for shape, beta in (('gaussian', 1.0), ('generalized', 0.7), ('plateau', 1.5)):
+    np.testing.assert_allclose(torch_peer.bivariate_kernel(shape, 1.3, 2.2, 0.6, beta, 15),
+                               D.bivariate_kernel(shape, 1.3, 2.2, 0.6, beta, 15), atol=1e-6)
+  np.testing.assert_allclose(torch_peer.circular_lowpass_kernel(1.7, 13),
+                             D.circular_lowpass_kernel(1.7, 13), atol=1e-6)
+  rng = np.random.default_rng(0)
+  settings = RealESRGANSettings()
+  kernels = np.stack([torch_peer.random_kernel(rng, settings, 1) for _ in range(2)])
+  assert np.allclose(kernels.sum((1, 2)), 1) and kernels.shape == (2, 21, 21)
+  images = rng.random((2, 30, 37, 3)).astype(np.float32)
+  peer = torch_peer.filter2d(torch.from_numpy(images).permute(0, 3, 1, 2),
+                             torch.from_numpy(kernels.astype(np.float32)))
+  np.testing.assert_allclose(peer.permute(0, 2, 3, 1).numpy(), D.blur(images, kernels),
+                             atol=1e-5)
+
+
+def test_the_pytorch_peers_noise_has_flax_srs_statistics(torch_peer):
+  import torch
+  generator = torch.Generator().manual_seed(0)
+  image = torch.full((2, 3, 256, 256), 0.5)
+  sigma = torch.tensor([10 / 255, 20 / 255])
+  noisy = torch_peer.gaussian_noise(image, sigma, torch.tensor([False, True]), generator) - 0.5
+  for i, s in enumerate(sigma.tolist()):
+    assert abs(noisy[i].std().item() - s) < 5 * s / np.sqrt(2 * noisy[i].numel())
+  assert torch.equal(noisy[1, 0], noisy[1, 2]) and not torch.equal(noisy[0, 0], noisy[0, 2])
+  # Poisson: two levels (v = 2), variance scale^2 x / v, as flax_sr's (tested above).
+  x = torch.zeros((1, 3, 256, 256))
+  x[..., :128, :], x[..., 128:, :] = 64 / 255, 191 / 255
+  scale = 0.05
+  noisy = torch_peer.poisson_noise(x, torch.tensor([scale]), torch.tensor([False]),
+                                   generator) - x
+  for half, level in ((noisy[..., :128, :], 64 / 255), (noisy[..., 128:, :], 191 / 255)):
+    expected = scale ** 2 * level / 2
+    assert abs(half.var().item() - expected) < 0.05 * expected
+
+
+def test_the_pytorch_peers_float_jpeg_is_libjpegs_codec_up_to_its_rounding(torch_peer):
+  """The peer's JPEG (a float DCT codec, as Real-ESRGAN trains with) loses what libjpeg loses
+  at each quality, and its output is within about 2 levels of libjpeg's on average."""
+  import torch
+  image = _jpeg_test_images()[0]
+  x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+  for quality in (30, 60, 90):
+    peer = torch_peer.jpeg(x, torch.tensor([float(quality)]))[0].permute(1, 2, 0).numpy() * 255
+    exact = np.asarray(D.jpeg(image, quality)).astype(np.float32)
+    peer_loss, exact_loss = (np.abs(y - image).mean() for y in (peer, exact))
+    assert abs(peer_loss - exact_loss) < 0.25 * exact_loss, (quality, peer_loss, exact_loss)
+    assert np.abs(peer - exact).mean() < 2.5
+
+
+def test_the_pytorch_peer_degrades_hr_to_8_bit_lr(torch_peer):
+  import torch
+  rng = np.random.default_rng(0)
+  hr = np.stack([_jpeg_test_images()[i][:88, :88] for i in range(2)])
+  lr = torch_peer.degrade_uint8(hr, 4, rng, torch.Generator().manual_seed(0))
+  assert lr.dtype == np.uint8 and lr.shape == (2, 22, 22, 3)
+  # A degraded picture of the HR, not noise: closer to its bicubic LR than to another image's.
+  bicubic = np.asarray(D.resize(hr.astype(np.float32), (22, 22), 'bicubic')) * 1.0
+  own = np.abs(lr.astype(np.float32) - bicubic).mean()
+  other = np.abs(lr.astype(np.float32) - bicubic[::-1]).mean()
+  assert own < 0.5 * other, (own, other)
