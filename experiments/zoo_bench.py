@@ -7,6 +7,7 @@
     python experiments/zoo_bench.py --archs swinir span --output_json zoo.json
     python experiments/zoo_bench.py --attention_share   # where SwinIR's training time goes
     python experiments/zoo_bench.py --predict           # predict MP/s, 512x512 and 1080p outputs
+    python experiments/zoo_bench.py --thin_ab           # the RGB head's conv: 'thin' vs XLA's
 
 Rows: the training step (L1 loss, Adam; images/s = batch / median step time over ``--steps``
 steps after warm-up, JAX and PyTorch steps alternating so that the machine's drift falls on
@@ -41,7 +42,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from bench import device_name, time_alternating, time_steps  # noqa: E402
-from flax_sr import attention, models, torch_weights  # noqa: E402
+from flax_sr import attention, fast_conv, models, torch_weights  # noqa: E402
 from flax_sr import train as train_lib  # noqa: E402
 
 
@@ -279,6 +280,53 @@ def attention_share(args) -> list[dict]:
            'attention_layer_torch_ms': torch_s * 1e3, 'windows': windows}]
 
 
+def thin_head_ab(name, description, build, args) -> dict:
+  """The JAX train step of one architecture with its thin-output convolutions (the last layer
+  to RGB at HR size) under 'thin' (``fast_conv.conv_thin``, what ``tuned`` picks) and under
+  XLA's own convolution (what it picked before), compiled in one process and timed
+  alternating: their difference is smaller than this machine's process-to-process noise."""
+  import zoo_test
+  reference = zoo_test.randomise(build()) if name in ('rrdb', 'srvgg') else build()
+  arch, kwargs, params = torch_weights.from_state_dict(
+      {k: v.numpy() for k, v in reference.state_dict().items()})
+  rng = np.random.default_rng(0)
+  lr = rng.random((args.batch, args.patch, args.patch, 3), np.float32)
+  hr = rng.random((args.batch, args.patch * 4, args.patch * 4, 3), np.float32)
+  chosen = fast_conv.choose_strategy
+  runs, thin_layers = {}, []
+  for head in ('xla', 'thin'):
+    def choose(*a, head=head, **k):
+      strategy = chosen(*a, **k)
+      if strategy == 'thin':
+        thin_layers.append(a[0])
+        return head
+      return strategy
+    model = models.create_model(arch, **kwargs, conv_impl='tuned')
+    state = train_lib.TrainState.create(apply_fn=model.apply, params=params,
+                                        tx=optax.adam(1e-4), model=model)
+
+    def step(state, lr, hr, model=model):
+      loss, grads = jax.value_and_grad(
+          lambda p: jnp.mean(jnp.abs(model.apply({'params': p}, lr) - hr)))(state.params)
+      return state.apply_gradients(grads=grads), loss
+    fast_conv.choose_strategy = choose
+    try:
+      compiled = jax.jit(step).lower(state, lr, hr).compile()
+    finally:
+      fast_conv.choose_strategy = chosen
+    holder = {'state': state}
+
+    def run(compiled=compiled, holder=holder):
+      holder['state'], loss = compiled(holder['state'], lr, hr)
+      loss.block_until_ready()
+    runs[head] = run
+  timed = time_alternating(runs, args.steps, args.warmup)
+  xla_s, thin_s = timed['xla'][1], timed['thin'][1]
+  return {'arch': name, 'setting': description, 'thin_layers': len(thin_layers) // 2,
+          'xla_head_step_ms': xla_s * 1e3, 'thin_head_step_ms': thin_s * 1e3,
+          'speedup': xla_s / thin_s}
+
+
 def format_table(rows, device) -> str:
   lines = [f'Zoo: flax_sr (JAX) vs PyTorch (spandrel) on {device}, x4',
            f'{"arch":<8} {"setting":<52} {"params":>9} {"train img/s":>12} {"torch":>8} '
@@ -310,6 +358,9 @@ def main(argv=None) -> int:
                       help='instead of the table: whole-image prediction (MP/s) at 512x512 and '
                            '1920x1080 outputs, untiled and tiled, JAX vs PyTorch')
   parser.add_argument('--predict_steps', type=int, default=3)
+  parser.add_argument('--thin_ab', action='store_true',
+                      help="instead of the table: each JAX train step with its RGB head's "
+                           "convolution as 'thin' against XLA's own, alternating in one process")
   parser.add_argument('--output_json')
   args = parser.parse_args(argv)
   if args.quick:
@@ -333,6 +384,16 @@ def main(argv=None) -> int:
       pathlib.Path(args.output_json).write_text(json.dumps(
           {'device': device_name(), 'jax': jax.__version__, 'conv_impl': args.conv_impl,
            'predict': rows}, indent=2) + '\n')
+    return 0
+  if args.thin_ab:
+    rows = [thin_head_ab(name, *modules[name], args) for name in args.archs]
+    for r in rows:
+      print(f'{r["arch"]:<8} thin layers {r["thin_layers"]}: step {r["xla_head_step_ms"]:.1f} ms '
+            f'with XLA\'s convolution, {r["thin_head_step_ms"]:.1f} ms with thin: '
+            f'{r["speedup"]:.3f}x')
+    if args.output_json:
+      pathlib.Path(args.output_json).write_text(json.dumps(
+          {'device': device_name(), 'jax': jax.__version__, 'thin_ab': rows}, indent=2) + '\n')
     return 0
   rows = []
   for name in args.archs:

@@ -21,8 +21,9 @@ Four ideas:
   convolution runs at the low resolution and the upsampled tensor is never materialised.
 * a strategy per layer shape (``choose_strategy``). On XLA:CPU Winograd F(4x4) is the fastest
   for every 3x3 layer of the project's models (1.05-1.3x F(2x2), which is 1.5-2x im2col)
-  except a thin output at a large image (the last convolution to RGB), which is fastest in
-  XLA's own convolution. 'hybrid' (XLA's
+  except a thin output at a large image (the last convolution to RGB), which is fastest with
+  XLA's own forward pass and its weight gradient from shifted copies of the thin dy ('thin').
+  'hybrid' (XLA's
   forward pass and input gradient, an im2col weight gradient) remains for larger kernels at
   large images.
 """
@@ -113,6 +114,44 @@ def _conv_hybrid_bwd(residuals, dy):
 
 
 conv_hybrid.defvjp(_conv_hybrid_fwd, _conv_hybrid_bwd)
+
+
+def _shifted_output_grads(dy: jnp.ndarray, size: int) -> jnp.ndarray:
+  """(size*size*C_out, N*H*W): dy shifted by each kernel tap (a, b), zero filled, channels
+  first: row (a, b, o) at pixel (n, u, v) holds dy[n, u + r - a, v + r - b, o] (r = size // 2),
+  the output gradient that input pixel (n, u, v) meets through tap (a, b)."""
+  r = size // 2
+  n, h, w, c_out = dy.shape
+  padded = jnp.pad(jnp.moveaxis(dy, -1, 0), ((0, 0), (0, 0), (r, r), (r, r)))
+  shifts = [padded[:, :, 2 * r - a:2 * r - a + h, 2 * r - b:2 * r - b + w]
+            for a in range(size) for b in range(size)]
+  return jnp.stack(shifts).reshape(size * size * c_out, n * h * w)
+
+
+@jax.custom_vjp
+def conv_thin(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """'SAME' convolution to few output channels (the last layer to RGB): XLA's forward pass and
+  input gradient; the weight gradient as one (k*k*C_out, N*H*W) x (N*H*W, C_in) product of the
+  k*k shifted copies of the thin dy with x as it is. XLA:CPU's own weight gradient transposes
+  the wide x first, and im2col's patches are 9 copies of it."""
+  return conv_xla(x, kernel)
+
+
+def _conv_thin_fwd(x, kernel):
+  return conv_xla(x, kernel), (x, kernel)
+
+
+def _conv_thin_bwd(residuals, dy):
+  x, kernel = residuals
+  size, c_in, c_out = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  dx = conv_xla(dy, _transposed_kernel(kernel).astype(dy.dtype))
+  rows = x.shape[0] * x.shape[1] * x.shape[2]
+  d_kernel = jnp.dot(_shifted_output_grads(dy, size), x.reshape(rows, c_in))
+  d_kernel = d_kernel.reshape(size, size, c_out, c_in).transpose(0, 1, 3, 2)
+  return dx.astype(x.dtype), d_kernel.astype(kernel.dtype)
+
+
+conv_thin.defvjp(_conv_thin_fwd, _conv_thin_bwd)
 
 
 # Winograd F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
@@ -297,11 +336,12 @@ def _make_winograd_conv(t: WinogradTransform):
 conv_winograd = _make_winograd_conv(F2X2)
 conv_winograd4 = _make_winograd_conv(F4X4)
 
-STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla,
+STRATEGIES = {'im2col': conv_same, 'hybrid': conv_hybrid, 'xla': conv_xla, 'thin': conv_thin,
               'winograd': conv_winograd, 'winograd4': conv_winograd4}
 # Thresholds measured on a 2-core AMD EPYC, batch 16-64 (experiments/RESULTS.md, section 4):
 # Winograd F(4x4) is the fastest for every 3x3 layer of the project's models (1.05-1.3x F(2x2))
-# but thin outputs at large images, where XLA's own convolution is. Reduced-precision inputs
+# but thin outputs at large images, where 'thin' (XLA's forward pass, the weight gradient from
+# shifted copies of the thin dy; session 20) is. Reduced-precision inputs
 # keep F(2x2), whose smaller transform coefficients lose less of bfloat16's 8-bit mantissa.
 LARGE_IMAGE_PIXELS = 64 * 64
 THIN_OUTPUT_CHANNELS = 16
@@ -316,14 +356,14 @@ WINOGRAD4_MIN_PIXELS = 8 * 32 * 32
 def choose_strategy(x_shape: tuple[int, ...], out_channels: int, kernel_size: int = 3,
                     dtype: Any = jnp.float32) -> str:
   """The fastest of ``STRATEGIES`` for a 'SAME' convolution of an (N, H, W, C) input on
-  XLA:CPU, by shape: XLA for thin outputs at large images (e.g. the last layer to RGB at
+  XLA:CPU, by shape: 'thin' for thin outputs at large images (e.g. the last layer to RGB at
   96x96, whose transformed or im2col weight gradient is a skinny, memory-bound product);
   else Winograd for 3x3 kernels (F(4x4) for float32 inputs of at least WINOGRAD4_MIN_PIXELS,
   else F(2x2), which compiles faster and loses less of bfloat16's precision); other sizes
   im2col at small images and 'hybrid' (XLA's forward pass and input gradient) at large ones."""
   large = x_shape[1] * x_shape[2] >= LARGE_IMAGE_PIXELS
   if large and out_channels <= THIN_OUTPUT_CHANNELS:
-    return 'xla'
+    return 'thin'
   if kernel_size == 3:
     big = x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD4_MIN_PIXELS
     return 'winograd4' if big and jnp.dtype(dtype) == jnp.float32 else 'winograd'

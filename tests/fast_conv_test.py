@@ -85,10 +85,10 @@ def test_choose_strategy_by_image_size_output_width_kernel_size_and_dtype():
   # Small inputs: F(2x2), whose compile time is a fifth of F(4x4)'s.
   assert fast_conv.choose_strategy((4, 32, 32, 64), 64) == 'winograd'
   assert fast_conv.choose_strategy((8, 32, 32, 64), 64) == 'winograd4'
-  assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'xla'
+  assert fast_conv.choose_strategy((16, 96, 96, 48), 3) == 'thin'
   assert fast_conv.choose_strategy((64, 32, 32, 64), 64, kernel_size=5) == 'im2col'
   assert fast_conv.choose_strategy((16, 96, 96, 64), 64, kernel_size=5) == 'hybrid'
-  assert fast_conv.choose_strategy((16, 96, 96, 48), 3, kernel_size=5) == 'xla'
+  assert fast_conv.choose_strategy((16, 96, 96, 48), 3, kernel_size=5) == 'thin'
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -122,7 +122,7 @@ def test_winograd_matches_xla_at_even_and_odd_sizes_and_under_vmap(conv):
 def test_tuned_reference_model_matches_xla(monkeypatch):
   # Early placement at 22x22 -> 66x66, one image (under WINOGRAD4_MIN_PIXELS): block0 and the
   # fused upsample run Winograd F(2x2) at 22x22, so do the 24-channel convolutions at 66x66;
-  # the RGB head at 66x66 runs XLA.
+  # the RGB head at 66x66 runs 'thin' (XLA's forward pass).
   used = []
   choose = fast_conv.choose_strategy
   monkeypatch.setattr(fast_conv, 'choose_strategy', lambda *a: used.append(choose(*a)) or used[-1])
@@ -131,7 +131,7 @@ def test_tuned_reference_model_matches_xla(monkeypatch):
   tuned = xla.clone(conv_impl='tuned')
   variables = xla.init(jax.random.key(1), x)
   assert_reference_models_match(xla, tuned, variables, x)
-  assert set(used) == {'winograd', 'xla'}
+  assert set(used) == {'winograd', 'thin'}
 
 
 def test_unknown_strategy_is_rejected():
@@ -179,3 +179,14 @@ def test_xla_keeps_winograd_products_contracting_their_left_operands_last_axis(c
   plain = jax.jit(lambda d, g: jnp.dot(d.T, g)).lower(
       jnp.ones((32, 8)), jnp.ones((32, 6))).compile().as_text()
   assert re.findall(r'= \S+ dot\(.*?lhs_contracting_dims=\{(\d+)\}', plain) == ['0']
+
+
+def test_thin_weight_gradient_is_one_product_contracting_its_left_operands_last_axis():
+  """conv_thin's weight gradient is one (k*k*C_out, N*H*W) x (N*H*W, C_in) product in the
+  A @ B form XLA:CPU hands to its library (not its generic loop, not a transposed x)."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 8))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 3))
+  cotangent = jax.random.normal(jax.random.key(2), (2, 16, 16, 3))
+  text = value_and_vjp.lower(fast_conv.conv_thin, x, kernel, cotangent).compile().as_text()
+  products = re.findall(r'= (\S+) dot\(.*?lhs_contracting_dims=\{(\d+)\}', text)
+  assert products == [('f32[27,8]{1,0}', '1')], products
