@@ -93,10 +93,12 @@ def time_steps(run, steps: int, warmup: int) -> tuple[float, float]:
   return compile_s, statistics.median(times)
 
 
-def time_alternating(runs: dict, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
+def time_alternating(runs: dict, steps: int, warmup: int, summary=statistics.median
+                     ) -> dict[str, tuple[float, float]]:
   """``time_steps`` for several step functions side by side: each runs (compile, warm-up)
   first, then one timed step of each in turn, ``steps`` times, so that a drift of this shared
-  machine's speed falls on all of them alike. name -> (compile+first-step s, median step s)."""
+  machine's speed falls on all of them alike. name -> (compile+first-step s, ``summary``
+  (median by default) of the step times in s)."""
   first = {}
   for name, run in runs.items():
     start = time.perf_counter()
@@ -110,7 +112,7 @@ def time_alternating(runs: dict, steps: int, warmup: int) -> dict[str, tuple[flo
       start = time.perf_counter()
       run()
       times[name].append(time.perf_counter() - start)
-  return {name: (first[name], statistics.median(times[name])) for name in runs}
+  return {name: (first[name], summary(times[name])) for name in runs}
 
 
 def step_flops(state, hr: np.ndarray) -> float | None:
@@ -373,22 +375,14 @@ def torch_degradation_peer(batch: int, hr_size: int, scale: int, calls: int) -> 
   counter = iter(range(10**9))
   runs = {'jax': lambda: degrade(jax.random.key(next(counter)), hr_device).block_until_ready(),
           'torch': lambda: torch_degradation.degrade_uint8(hr, scale, rng, generator, settings)}
-  start = time.perf_counter()
-  runs['jax']()
-  compile_s = time.perf_counter() - start
-  runs['torch']()
-  times = {name: [] for name in runs}
-  for _ in range(calls):
-    for name, run in runs.items():
-      start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
+  timed = time_alternating(runs, calls, 0, summary=statistics.mean)
+  compile_s = timed['jax'][0]
   kernel_times = []
   for _ in range(calls):
     start = time.perf_counter()
     torch_degradation.draw_kernels(rng, batch, settings)
     kernel_times.append(time.perf_counter() - start)
-  jax_ms, torch_ms = (statistics.mean(times[k]) * 1e3 for k in ('jax', 'torch'))
+  jax_ms, torch_ms = (timed[k][1] * 1e3 for k in ('jax', 'torch'))
 
   # Each stage at HR size, both frameworks on the same arrays.
   images = hr.astype(np.float32) / 255.0
