@@ -543,14 +543,17 @@ def threefry_2x32(keypair: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
 
 
 def _pixel_bits(key: jax.Array, shape: tuple[int, int, int]) -> jnp.ndarray:
-  """(H, W, C) random uint32 words; pixel (i, j)'s depend only on the key, i, j (< 65536)."""
+  """(H, W, C) random uint32 words; pixel (i, j)'s depend only on the key, i and j, so a
+  pixel's noise does not depend on the buffer size. Threefry's two counter words are the row
+  and (column, channel pair): distinct for every pixel of any image under 2^31 columns."""
   h, w, c = shape
-  pixel = ((jnp.arange(h, dtype=jnp.uint32)[:, None] << np.uint32(16))
-           | jnp.arange(w, dtype=jnp.uint32)[None, :])
+  pairs = -(-c // 2)
+  rows = jnp.broadcast_to(jnp.arange(h, dtype=jnp.uint32)[:, None], (h, w))
+  columns = jnp.broadcast_to(jnp.arange(w, dtype=jnp.uint32)[None, :] * np.uint32(pairs), (h, w))
   keypair = jax.random.key_data(key).ravel()[:2]
   words = []
-  for pair in range(-(-c // 2)):
-    words.extend(_threefry(keypair, pixel, jnp.full_like(pixel, pair)))
+  for pair in range(pairs):
+    words.extend(_threefry(keypair, rows, columns + np.uint32(pair)))
   return jnp.stack(words[:c], axis=-1)
 
 

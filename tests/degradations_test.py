@@ -292,6 +292,15 @@ def test_threefry_unrolled_equals_jaxs():
   assert abs(normals.mean()) < 0.01 and abs(normals.std() - 1) < 0.01
 
 
+def test_pixel_noise_is_distinct_per_pixel_and_independent_of_the_buffer():
+  """Each pixel's random words are its own (also past 65,536 columns, where a row << 16 | column
+  counter would repeat row 1's words in row 0) and the same in a smaller buffer."""
+  key = jax.random.key(3)
+  wide = np.asarray(D._pixel_bits(key, (2, 65_537, 3)))
+  assert len(np.unique(wide.reshape(-1, 3), axis=0)) == 2 * 65_537
+  np.testing.assert_array_equal(np.asarray(D._pixel_bits(key, (2, 40, 3))), wide[:, :40])
+
+
 def test_poisson_counts_are_the_inverse_cdf_at_u():
   """The table search returns the smallest k with CDF(k) >= u, per pixel's rate."""
   from scipy import stats
