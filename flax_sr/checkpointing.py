@@ -192,7 +192,7 @@ RECIPE_FIELDS = ('dataset', 'hr_size', 'augment', 'patches_per_image', 'crops_by
                  'image_scales', 'dtype', 'batch_size', 'learning_rate', 'warmup_steps', 'loss',
                  'ema_decay', 'seed', 'disc_learning_rate', 'gan_loss', 'pixel_weight',
                  'perceptual_weight', 'adversarial_weight', 'perceptual_net', 'perceptual_layers',
-                 'vgg_weights', 'degradation', 'degradation_options')
+                 'vgg_weights', 'degradation', 'degradation_options', 'activation')
 HISTORY_FILE = 'config_history.jsonl'
 
 

@@ -24,11 +24,12 @@ DIV2K_CONFIGS = ('bicubic_x2', 'bicubic_x3', 'bicubic_x4', 'bicubic_x8', 'unknow
 MODEL_NAMES = ('reference', 'espcn', 'edsr', 'rrdb', 'srvgg', 'rcan', 'swinir', 'hat', 'span')
 SWINIR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv')
 EDSR_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect')
+EDSR_ACTIVATIONS = ('relu', 'silu')
 RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
 # The model keyword arguments each config field sets, per model (besides ``features``).
 MODEL_FIELDS = {
     'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale',
-             'upsampler': 'upsampler'},
+             'upsampler': 'upsampler', 'activation': 'activation'},
     'rrdb': {'num_rrdb': 'num_rrdb', 'pixel_unshuffle': 'pixel_unshuffle'},
     'srvgg': {'num_conv': 'num_res_blocks'},
     'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
@@ -181,6 +182,8 @@ class Config:
       'swinir: pixelshuffle (classical), pixelshuffledirect (lightweight) or nearest+conv '
       '(real-world); edsr: pixelshuffle (the paper\'s) or pixelshuffledirect (one conv to '
       'RGB x scale^2, then the shuffle)')
+  activation: str = option('relu',
+      "edsr: the residual blocks' activation, relu (the paper's) or silu (Revisiting RCAN's)")
   resi_connection: str = option('1conv',
       'swinir/hat: convolution closing each block: 1conv, 3conv (swinir) or identity (hat)')
   compress_ratio: int = option(3,
@@ -410,7 +413,7 @@ class Config:
     choices = {'dtype': DTYPES, 'conv_impl': CONV_IMPLS, 'loss': LOSSES,
                'degradation': DEGRADATIONS,
                'lr_schedule': LR_SCHEDULES, 'upsampler': SWINIR_UPSAMPLERS,
-               'resi_connection': RESI_CONNECTIONS}
+               'resi_connection': RESI_CONNECTIONS, 'activation': EDSR_ACTIVATIONS}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
         raise UserError(f'--{name} {getattr(self, name)!r} is unknown; valid values: '

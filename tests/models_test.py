@@ -161,3 +161,32 @@ def test_edsr_upsampler_choices_are_checked():
   with pytest.raises(ValueError, match='pixelshuffle or pixelshuffledirect'):
     models.create_model('edsr', scale=3, features=4, upsampler='nearest').init(
         jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+
+
+@pytest.mark.parametrize('activation, function', [('relu', jax.nn.relu), ('silu', jax.nn.silu)])
+def test_edsr_residual_block_activation(activation, function):
+  """``--activation``: each residual block computes x + scale * conv2(act(conv1(x))) with the
+  chosen activation (SiLU is x * sigmoid(x), not ReLU's zeroing of negatives)."""
+  from flax_sr import fast_conv
+  block = models.ResBlock(8, 0.5, jnp.float32, 'xla', activation)
+  x = jax.random.normal(jax.random.key(1), (2, 6, 7, 8))
+  params = block.init(jax.random.key(0), x)['params']
+  conv = lambda name, y: fast_conv.conv_xla(y, params[name]['kernel']) + params[name]['bias']
+  expected = x + 0.5 * conv('conv2', function(conv('conv1', x)))
+  np.testing.assert_allclose(block.apply({'params': params}, x), expected, atol=1e-5)
+  model = models.create_model('edsr', scale=2, features=8, num_res_blocks=1, activation=activation)
+  relu_model = model.clone(activation='relu')
+  variables = model.init(jax.random.key(0), x[..., :3])
+  same = np.allclose(model.apply(variables, x[..., :3]), relu_model.apply(variables, x[..., :3]))
+  assert same == (activation == 'relu')
+
+
+def test_edsr_activation_choices_are_checked():
+  from flax_sr.config import Config
+  from flax_sr.errors import UserError
+  assert Config(model='edsr', activation='silu').model_kwargs()['activation'] == 'silu'
+  with pytest.raises(UserError, match="--activation 'gelu' is unknown; valid values: relu, silu"):
+    Config(model='edsr', activation='gelu').validate()
+  with pytest.raises(ValueError, match='activation must be one of relu, silu'):
+    models.create_model('edsr', scale=2, features=4, activation='gelu').init(
+        jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
