@@ -55,7 +55,9 @@ def test_table_files_and_numbers(small_set, tmp_path, capsys):
   assert code == 0, err
   assert sorted(p.name for p in out_dir.iterdir()) == sorted(benchmark.OUTPUT_FILES)
   result = json.loads((out_dir / 'benchmark.json').read_text())
-  assert result['scale'] == 3 and result['params'] == 543027
+  # The shipped x3 is EDSR 64x12 with the direct upsampler: head conv 9*3*64 + 64, 25 body
+  # convs of 9*64*64 + 64, and one conv to 27 sub-pixel channels 9*64*27 + 27.
+  assert result['scale'] == 3 and result['params'] == 1_792 + 25 * 36_928 + 15_579
   assert set(result['sets']['Tiny']) == {'model', 'bicubic', 'nearest'}
   assert set(result['ms_per_image']) == {'Tiny'} and result['ms_per_image']['Tiny'] > 0
   assert result['images']['Tiny']['scored'] == 2

@@ -12,7 +12,7 @@ from flax_sr import inference, input_pipeline, metrics, resize
 def test_shipped_models_are_small_and_load():
   assert inference.pretrained_names() == ['x2', 'x3', 'x4']
   sizes = [p.stat().st_size for p in inference.PRETRAINED_DIR.glob('*.msgpack')]
-  assert sum(sizes) < 4 * 2**20
+  assert sum(sizes) < 6 * 2**20  # three EDSR 64x12 in float16: about 1.9 MB each
   for name, scale in (('x2', 2), ('x3', 3), ('x4', 4)):
     loaded = inference.load_pretrained(name)
     assert loaded.model.scale == scale

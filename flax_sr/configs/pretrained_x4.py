@@ -1,7 +1,9 @@
-"""The recipe of the shipped ``--pretrained x4`` weights (pretrained_x3's, 24x24 LR crops)."""
+"""The recipe of the shipped ``--pretrained x4`` weights: pretrained_x3's at x4 (48x48 LR crops),
+10,000 steps (experiments/RESULTS.md, section 3)."""
 
 from flax_sr.configs import pretrained_x3
 
 
 def get_config() -> dict:
-  return pretrained_x3.get_config(input_size=24)
+  return pretrained_x3.get_config(scale=4, num_train_steps=10000, eval_every=2000,
+                                  train_minutes=None)
