@@ -803,10 +803,15 @@ def degrade_each(key: jax.Array, hr_images: jnp.ndarray, scale: int,
                  config: RealESRGANSettings | None = None) -> jnp.ndarray:
   """``realesrgan`` of each image alone with ``fold_in(key, i)`` (the per-batch choices made
   per image): image i's LR does not depend on how many images are degraded with it, which
-  makes evaluation inputs reproducible under any batch size."""
+  makes evaluation inputs reproducible under any batch size.
+
+  The images go one after another (``lax.map``), not through ``vmap``: under ``vmap`` each
+  image's own branch choices become selects, so every first-stage buffer and both noise kinds
+  and JPEG orders would run for every image."""
   hr_images = jnp.asarray(hr_images)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(hr_images.shape[0]))
-  return jax.vmap(lambda k, x: realesrgan(k, x[None], scale, config)[0])(keys, hr_images)
+  return jax.lax.map(lambda args: realesrgan(args[0], args[1][None], scale, config)[0],
+                     (keys, hr_images))
 
 
 def evaluation_lr(hr_image: jnp.ndarray, scale: int, settings: RealESRGANSettings, seed: int,

@@ -252,6 +252,13 @@ def test_degrade_each_does_not_depend_on_the_other_images():
   others_changed[1:] = 255 - others_changed[1:]
   np.testing.assert_array_equal(np.asarray(each(jax.random.key(5), others_changed))[0], lr[0])
   assert lr.shape == (3, 8, 8, 3) and np.mean(lr[0] != lr[1]) > 0.5
+  # Each image is realesrgan of it alone, and only its chosen branches run: the compiled
+  # program keeps its conditionals (vmap would turn them all into selects).
+  alone = jax.jit(lambda key, x: D.realesrgan(key, x, 2))
+  np.testing.assert_array_equal(
+      np.asarray(alone(jax.random.fold_in(jax.random.key(5), 2), hr[2:3]))[0], lr[2])
+  compiled = each.lower(jax.random.key(5), hr).compile().as_text()
+  assert 'conditional' in compiled
 
 
 def test_first_stage_buffers_hold_every_factor_and_change_nothing(monkeypatch):
