@@ -189,10 +189,11 @@ STATE_FIELDS = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'n
 # --allow_recipe_change, since the run would no longer be the recipe its config records (and
 # the exact data order of a resume depends on the seed, batch size and data options).
 RECIPE_FIELDS = ('dataset', 'hr_size', 'augment', 'patches_per_image', 'crops_by_area',
-                 'image_scales', 'dtype', 'batch_size', 'learning_rate', 'warmup_steps', 'loss',
-                 'ema_decay', 'seed', 'disc_learning_rate', 'gan_loss', 'pixel_weight',
-                 'perceptual_weight', 'adversarial_weight', 'perceptual_net', 'perceptual_layers',
-                 'vgg_weights', 'degradation', 'degradation_options', 'activation')
+                 'hard_crop_fraction', 'image_scales', 'dtype', 'batch_size', 'learning_rate',
+                 'warmup_steps', 'loss', 'ema_decay', 'seed', 'disc_learning_rate', 'gan_loss',
+                 'pixel_weight', 'perceptual_weight', 'adversarial_weight', 'perceptual_net',
+                 'perceptual_layers', 'vgg_weights', 'degradation', 'degradation_options',
+                 'activation')
 HISTORY_FILE = 'config_history.jsonl'
 
 

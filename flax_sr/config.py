@@ -133,6 +133,10 @@ class Config:
   crops_by_area: bool = option(False,
       'folder dataset: draw crops from each image in proportion to its area (default: '
       'the same number from every image)')
+  hard_crop_fraction: float = option(0.0,
+      'folder dataset: train only on this fraction of all crop positions, those where bicubic '
+      'upscaling is worst (SamplingAug patch sampling; an epoch visits each once, and '
+      '--patches_per_image/--crops_by_area no longer apply), e.g. 0.5; 0: crops anywhere')
   image_scales: tuple[float, ...] = option((1.0,),
       'folder dataset: train on each image at these scales, e.g. 1,0.9,0.8,0.7,0.6 '
       '(downscaled copies, the SRCNN/VDSR augmentation of T91)')
@@ -406,6 +410,12 @@ class Config:
     if self.lr_data_dir and tuple(self.image_scales) != (1.0,):
       raise UserError('--image_scales (downscaled copies) would break the LR/HR pairs of '
                       '--lr_data_dir; leave it at 1')
+    if not 0.0 <= self.hard_crop_fraction <= 1.0:
+      raise UserError(f'--hard_crop_fraction must be in [0, 1] (0: crops anywhere), got '
+                      f'{self.hard_crop_fraction}')
+    if self.hard_crop_fraction and (self.dataset != 'folder' or self.lr_data_dir):
+      raise UserError('--hard_crop_fraction ranks the crops of HR images in a folder: it needs '
+                      '--dataset folder without --lr_data_dir')
     if self.eval_lr_data_dir and not self.eval_data_dir:
       raise UserError('--eval_lr_data_dir needs --eval_data_dir (the HR partners)')
     if self.dataset in ('stl10', 'sample') and self.hr_size != 96:

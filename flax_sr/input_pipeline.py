@@ -79,14 +79,20 @@ class FolderSource:
   """
 
   def __init__(self, images: Sequence[np.ndarray], names: Sequence[str], crop_size: int,
-               patches_per_image: int, name: str, crops_by_area: bool = False):
+               patches_per_image: int, name: str, crops_by_area: bool = False,
+               positions: CropPositions | None = None):
     self.image_list = list(images)
     self.names = list(names)
     self.crop_size = crop_size
     self.patches_per_image = patches_per_image
     self.name = name
+    # With ``positions`` (``informative_crop_positions``) an epoch visits each kept position
+    # once, moved by up to its grid step so that the same pixels do not recur exactly.
+    self.positions = positions
     count = len(self.image_list)
-    if crops_by_area:
+    if positions is not None:
+      self._image_of_example = positions.images
+    elif crops_by_area:
       areas = np.array([image.shape[0] * image.shape[1] for image in self.image_list], np.float64)
       crops = np.maximum(1, np.round(areas / areas.mean() * patches_per_image)).astype(np.int64)
       self._image_of_example = np.repeat(np.arange(count), crops)
@@ -109,8 +115,12 @@ class FolderSource:
     a multi-host run does the per-image work of its own slice alone."""
     size = self.crop_size
     images = self._image_of_example[order]
-    tops, lefts, draws = crop_draws(rng, self._heights[images], self._widths[images], size,
-                                    augment)
+    if self.positions is None:
+      tops, lefts, draws = crop_draws(rng, self._heights[images], self._widths[images], size,
+                                      augment)
+    else:
+      tops, lefts, draws = self.positions.draws(rng, order, self._heights[images] - size,
+                                                self._widths[images] - size, augment)
     batch = np.empty((len(images[keep]), size, size, 3), np.uint8)
     for i, (index, top, left) in enumerate(zip(images[keep], tops[keep], lefts[keep])):
       batch[i] = self.image_list[index][top:top + size, left:left + size]
@@ -278,6 +288,70 @@ def with_downscaled_copies(images: Sequence[np.ndarray], names: Sequence[str],
       out_images.append(np.asarray(copy, dtype=np.uint8))
       out_names.append(f'{name}@{scale:g}')
   return out_images, out_names
+
+
+class CropPositions(NamedTuple):
+  """Crop positions to train on: image index, top and left of each, on a grid of ``step``."""
+  images: np.ndarray
+  tops: np.ndarray
+  lefts: np.ndarray
+  step: int
+
+  def draws(self, rng: np.random.Generator, chosen: np.ndarray, max_tops: np.ndarray,
+            max_lefts: np.ndarray, augment: bool):
+    """Like ``crop_draws`` for positions ``chosen``: each moved down and right by a random
+    0..step-1 pixels (kept inside its image), then the augmentation draws."""
+    tops = np.minimum(self.tops[chosen] + rng.integers(0, self.step, len(chosen)), max_tops)
+    lefts = np.minimum(self.lefts[chosen] + rng.integers(0, self.step, len(chosen)), max_lefts)
+    return tops, lefts, augmentation_draws(rng, len(chosen)) if augment else None
+
+
+def bicubic_error_map(image: np.ndarray, scale: int) -> np.ndarray:
+  """Per-pixel squared error (mean over channels) of bicubic downscaling by ``scale`` and
+  upscaling back, over the image cropped to a multiple of the scale: where SR has work to do.
+  PIL's bicubic (not MATLAB's): this only ranks crops."""
+  from PIL import Image
+  height, width = image.shape[0] // scale * scale, image.shape[1] // scale * scale
+  hr = Image.fromarray(np.ascontiguousarray(image[:height, :width]))
+  lr = hr.resize((width // scale, height // scale), Image.Resampling.BICUBIC)
+  up = np.asarray(lr.resize((width, height), Image.Resampling.BICUBIC), np.float32)
+  return np.mean(np.square(np.asarray(hr, np.float32) - up), axis=-1)
+
+
+def informative_crop_positions(images: Sequence[np.ndarray], crop_size: int, scale: int,
+                               keep_fraction: float, step: int | None = None) -> CropPositions:
+  """The ``keep_fraction`` of all crop positions (a grid of ``step``, default a sixth of the
+  crop, over every image) where bicubic upscaling is furthest from the image, i.e. whose
+  bicubic PSNR is lowest: the patch sampling of SamplingAug (Wang et al., BMVC 2021), which
+  spends training on edges and texture instead of sky and walls. Crop sums come from an
+  integral image of ``bicubic_error_map``, so ranking every position costs one pass."""
+  step = step or max(1, crop_size // 6)
+  found_images, found_tops, found_lefts, found_scores = [], [], [], []
+  for index, image in enumerate(images):
+    errors = bicubic_error_map(image, scale)
+    height, width = errors.shape
+    if height < crop_size or width < crop_size:
+      continue
+    integral = np.pad(errors.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    tops = np.arange(0, height - crop_size + 1, step)
+    lefts = np.arange(0, width - crop_size + 1, step)
+    bottoms, rights = tops + crop_size, lefts + crop_size
+    sums = (integral[np.ix_(bottoms, rights)] - integral[np.ix_(tops, rights)]
+            - integral[np.ix_(bottoms, lefts)] + integral[np.ix_(tops, lefts)])
+    grid_tops, grid_lefts = np.meshgrid(tops, lefts, indexing='ij')
+    found_images.append(np.full(sums.size, index))
+    found_tops.append(grid_tops.ravel())
+    found_lefts.append(grid_lefts.ravel())
+    found_scores.append(sums.ravel())
+  if not found_scores:
+    raise DataError(f'no image is at least {crop_size}x{crop_size} after cropping to a '
+                    f'multiple of the scale {scale}')
+  scores = np.concatenate(found_scores)
+  count = max(1, round(keep_fraction * len(scores)))
+  # The hardest ``count``; ties at the threshold go by position (stable sort), not at random.
+  kept = np.sort(np.argsort(-scores, kind='stable')[:count])
+  return CropPositions(np.concatenate(found_images)[kept], np.concatenate(found_tops)[kept],
+                       np.concatenate(found_lefts)[kept], step)
 
 
 def augmentation_draws(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -928,8 +1002,13 @@ def make_train_source(config, progress=None):
   images, names, _, _ = load_folder_images(config.data_dir, min_size=config.hr_size)
   if tuple(config.image_scales) != (1.0,):
     images, names = with_downscaled_copies(images, names, config.image_scales, config.hr_size)
+  positions = None
+  if config.hard_crop_fraction:
+    positions = informative_crop_positions(images, config.hr_size, config.scale,
+                                           config.hard_crop_fraction)
   return FolderSource(images, names, config.hr_size, config.patches_per_image,
-                      f'folder {config.data_dir}', crops_by_area=config.crops_by_area)
+                      f'folder {config.data_dir}', crops_by_area=config.crops_by_area,
+                      positions=positions)
 
 
 class EvalSet:

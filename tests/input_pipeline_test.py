@@ -277,3 +277,66 @@ def test_folder_config_with_scale_augmentation(tmp_path):
   for bad in ((), (1.0, 0.0), (1.5,)):
     with pytest.raises(UserError, match='--image_scales'):
       Config(dataset='folder', data_dir=str(folder), image_scales=bad).validate()
+
+
+def test_hard_crop_positions_are_the_worst_for_bicubic():
+  # Left half flat grey (bicubic is exact there), right half noise (bicubic is far off): the
+  # kept half of the positions must be the rightmost, and each kept position's error sum must
+  # be at least every dropped one's, by brute force over the error map.
+  rng = np.random.default_rng(0)
+  image = np.full((30, 60, 3), 128, np.uint8)
+  image[:, 30:] = rng.integers(0, 256, (30, 30, 3), np.uint8)
+  crop, scale, step = 12, 3, 2
+  kept = input_pipeline.informative_crop_positions([image], crop, scale, 0.5, step=step)
+  every = input_pipeline.informative_crop_positions([image], crop, scale, 1.0, step=step)
+  assert len(every.tops) == 10 * 25 and len(kept.tops) == 125
+  assert kept.lefts.min() >= 18 and every.lefts.min() == 0
+  errors = input_pipeline.bicubic_error_map(image, scale)
+  def crop_sum(top, left):
+    return errors[top:top + crop, left:left + crop].sum()
+  kept_set = set(zip(kept.tops, kept.lefts))
+  kept_sums = [crop_sum(t, l) for t, l in kept_set]
+  dropped_sums = [crop_sum(t, l) for t, l in zip(every.tops, every.lefts)
+                  if (t, l) not in kept_set]
+  assert min(kept_sums) >= max(dropped_sums) * (1 - 1e-6)
+  assert errors[:, :16].max() == 0 and errors[:, 36:].mean() > 100
+
+
+def test_folder_source_trains_on_hard_positions_only():
+  # Each pixel names its place (red = row, green = column), so a crop's corner tells its
+  # position; two images, and the flat one gives no hard crops at all.
+  rows, cols = np.meshgrid(np.arange(90), np.arange(120), indexing='ij')
+  textured = np.stack([rows, cols, (rows * 7 + cols * 13) % 256], -1).astype(np.uint8)
+  textured[::2, ::2, 2] = 0
+  flat = np.full((90, 120, 3), 50, np.uint8)
+  positions = input_pipeline.informative_crop_positions([flat, textured], 24, 3, 0.5, step=4)
+  assert set(positions.images) == {1}
+  source = input_pipeline.FolderSource([flat, textured], ['flat', 'textured'], 24, 8, 'two',
+                                       crops_by_area=True, positions=positions)
+  assert source.examples_per_epoch == len(positions.tops)
+  order = np.random.default_rng(1).permutation(source.examples_per_epoch)
+  crops = source.gather(order, np.random.default_rng(2), augment=False)
+  tops, lefts = crops[:, 0, 0, 0].astype(int), crops[:, 0, 0, 1].astype(int)
+  # Each crop starts within one grid step below/right of its kept position, inside the image.
+  assert np.all((tops >= positions.tops[order]) & (tops < positions.tops[order] + 4))
+  assert np.all((lefts >= positions.lefts[order]) & (lefts < positions.lefts[order] + 4))
+  assert tops.max() <= 90 - 24 and lefts.max() <= 120 - 24
+  assert len(set(zip(tops // 4, lefts // 4))) > 1
+
+
+def test_hard_crop_fraction_config(tmp_path):
+  folder = tmp_path / 'hr'
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  image = np.full((120, 120, 3), 90, np.uint8)
+  image[:, 60:] = rng.integers(0, 256, (120, 60, 3), np.uint8)
+  Image.fromarray(image).save(folder / 'half.png')
+  config = Config(dataset='folder', data_dir=str(folder), hr_size=48, input_size=16,
+                  hard_crop_fraction=0.25).validate()
+  source = input_pipeline.make_train_source(config)
+  assert source.positions is not None and source.positions.lefts.min() >= 60 - 48
+  for bad in (-0.1, 1.5):
+    with pytest.raises(UserError, match='--hard_crop_fraction must be in'):
+      Config(dataset='folder', data_dir=str(folder), hard_crop_fraction=bad).validate()
+  with pytest.raises(UserError, match='--hard_crop_fraction ranks'):
+    Config(dataset='stl10', hard_crop_fraction=0.5).validate()
