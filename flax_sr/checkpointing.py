@@ -180,7 +180,7 @@ def load_config(workdir: str | os.PathLike) -> Config:
 # Options whose change makes a checkpoint not fit (the saved arrays differ): the network and its
 # sizes, the weight EMA on or off, the optimizer state's structure (a schedule's step count).
 STATE_FIELDS = ('model', 'scale', 'features', 'num_blocks', 'num_res_blocks', 'num_rrdb',
-                'pixel_unshuffle',
+                'pixel_unshuffle', 'channel_attention',
                 'res_scale', 'num_groups', 'num_rcab', 'reduction', 'depths', 'num_heads',
                 'window_size', 'mlp_ratio', 'upsampler', 'resi_connection', 'compress_ratio',
                 'squeeze_factor', 'overlap_ratio', 'upsample_factors',

@@ -29,7 +29,8 @@ RESI_CONNECTIONS = ('1conv', '3conv', 'identity')
 # The model keyword arguments each config field sets, per model (besides ``features``).
 MODEL_FIELDS = {
     'edsr': {'num_res_blocks': 'num_res_blocks', 'res_scale': 'res_scale',
-             'upsampler': 'upsampler', 'activation': 'activation'},
+             'upsampler': 'upsampler', 'activation': 'activation',
+             'channel_attention': 'channel_attention'},
     'rrdb': {'num_rrdb': 'num_rrdb', 'pixel_unshuffle': 'pixel_unshuffle'},
     'srvgg': {'num_conv': 'num_res_blocks'},
     'rcan': {'num_groups': 'num_groups', 'num_rcab': 'num_rcab', 'reduction': 'reduction'},
@@ -188,6 +189,9 @@ class Config:
       'RGB x scale^2, then the shuffle)')
   activation: str = option('relu',
       "edsr: the residual blocks' activation, relu (the paper's) or silu (Revisiting RCAN's)")
+  channel_attention: int = option(0,
+      "edsr: RCAN's channel attention closing every residual block, with this channel "
+      'reduction (e.g. 16); 0: none (the paper\'s EDSR)')
   resi_connection: str = option('1conv',
       'swinir/hat: convolution closing each block: 1conv, 3conv (swinir) or identity (hat)')
   compress_ratio: int = option(3,
@@ -436,6 +440,10 @@ class Config:
       value = getattr(self, name)
       if (value is not None or name in positive) and value < 1:
         raise UserError(f'--{name} must be a positive integer, got {value}')
+    if self.channel_attention < 0 or (
+        self.channel_attention and (self.features or 64) % self.channel_attention):
+      raise UserError(f'--channel_attention must be 0 (none) or a reduction that divides the '
+                      f'features ({self.features or 64}), got {self.channel_attention}')
     if self.eval_shape_buckets < 0:
       raise UserError(f'--eval_shape_buckets must be 0 (a compilation per image shape) or a '
                       f'positive number of shapes, got {self.eval_shape_buckets}')

@@ -128,12 +128,16 @@ class ResBlock(nn.Module):
   dtype: Any
   conv_impl: str = 'xla'
   activation: str = 'relu'
+  channel_attention: int = 0  # RCAN's, with this reduction (then the block is an RCAB); 0: none
 
   @nn.compact
   def __call__(self, x):
     conv = functools.partial(make_conv, self.conv_impl, self.features, dtype=self.dtype)
     y = conv(name='conv1')(x)
     y = conv(name='conv2')(ACTIVATIONS[self.activation](y))
+    if self.channel_attention:
+      y = ChannelAttention(self.features, self.channel_attention, self.dtype,
+                           name='attention')(y)
     return x + self.res_scale * y
 
 
@@ -154,6 +158,7 @@ class EDSR(nn.Module):
   conv_impl: str = 'xla'
   upsampler: str = 'pixelshuffle'
   activation: str = 'relu'
+  channel_attention: int = 0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -168,7 +173,7 @@ class EDSR(nn.Module):
     y = head
     for i in range(self.num_res_blocks):
       y = ResBlock(self.features, self.res_scale, self.dtype, self.conv_impl, self.activation,
-                   name=f'res{i}')(y)
+                   self.channel_attention, name=f'res{i}')(y)
     y = conv(self.features, name='body_tail')(y) + head
     if self.upsampler == 'pixelshuffledirect':
       y = conv(3 * self.scale**2, name='upsampler',

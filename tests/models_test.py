@@ -190,3 +190,32 @@ def test_edsr_activation_choices_are_checked():
   with pytest.raises(ValueError, match='activation must be one of relu, silu'):
     models.create_model('edsr', scale=2, features=4, activation='gelu').init(
         jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+
+
+def test_edsr_channel_attention_blocks_are_rcan_blocks():
+  """``--channel_attention R``: each residual block is RCAN's RCAB (whose equality with the
+  PyTorch RCAN is tested in zoo_test), with the same parameters; 0 keeps EDSR's block."""
+  from flax_sr.config import Config
+  from flax_sr.errors import UserError
+  block = models.ResBlock(16, 1.0, jnp.float32, 'xla', channel_attention=4)
+  x = jax.random.normal(jax.random.key(1), (2, 6, 7, 16))
+  params = block.init(jax.random.key(0), x)['params']
+  rcab = models.RCAB(16, 4, jnp.float32, 'xla')
+  assert jax.tree.map(jnp.shape, rcab.init(jax.random.key(0), x)['params']) == jax.tree.map(
+      jnp.shape, params)
+  np.testing.assert_allclose(block.apply({'params': params}, x),
+                             rcab.apply({'params': params}, x), atol=1e-6)
+  plain = {k: v for k, v in params.items() if k != 'attention'}
+  assert not np.allclose(block.apply({'params': params}, x),
+                         models.ResBlock(16, 1.0, jnp.float32, 'xla').apply({'params': plain}, x))
+  model = models.create_model(
+      'edsr', scale=3, **Config(model='edsr', features=16, num_res_blocks=2,
+                                channel_attention=4).validate().model_kwargs())
+  variables = model.init(jax.random.key(0), x[..., :3])
+  # Two blocks of 16 -> 4 -> 16 dense layers: 2 x (16*4 + 4 + 4*16 + 16) more parameters.
+  extra = sum(p.size for p in jax.tree.leaves(variables)) - sum(
+      p.size for p in jax.tree.leaves(model.clone(channel_attention=0).init(
+          jax.random.key(0), x[..., :3])))
+  assert extra == 2 * (16 * 4 + 4 + 4 * 16 + 16)
+  with pytest.raises(UserError, match='--channel_attention must be 0'):
+    Config(model='edsr', features=16, channel_attention=5).validate()
