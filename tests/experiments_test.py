@@ -172,3 +172,22 @@ def test_training_curve_reads_the_logged_evaluations(tmp_path, monkeypatch, caps
   assert len(json.loads((tmp_path / 'c.json').read_text())[str(tmp_path)]) == 3
   with pytest.raises(SystemExit, match='does not exist'):
     training_curve.main([str(tmp_path / 'nowhere')])
+
+
+def test_step_profile_splits_the_step_into_stages(tmp_path, monkeypatch, capsys):
+  """experiments/step_profile.py on a tiny reference step: XLA's trace is read, every traced
+  operation is found in the compiled program, and the stages are named by what made them."""
+  monkeypatch.syspath_prepend(str(REPO / 'experiments'))
+  import step_profile
+  out = tmp_path / 'profile.json'
+  assert step_profile.main(['--input_size', '16', '--factors', '2,3,1,1', '--features', '8',
+                            '--batch', '2', '--steps', '1', '--output_json', str(out)]) == 0
+  data = json.loads(out.read_text())
+  stages = data['stages_ms']
+  assert data['step_ms'] > 0 and data['operations_ms'] == pytest.approx(sum(stages.values()))
+  # The Winograd convolutions' products, their transforms (fast_conv.py) and Adam (optax).
+  assert stages['products (dot, convolution)'] > 0
+  assert any('conv transforms' in stage for stage in stages)
+  assert any('optimizer' in stage for stage in stages)
+  assert data['slowest'] and all(row['ms'] > 0 for row in data['slowest'])
+  assert 'step wall time' in capsys.readouterr().out
