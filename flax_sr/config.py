@@ -440,6 +440,9 @@ class Config:
       value = getattr(self, name)
       if (value is not None or name in positive) and value < 1:
         raise UserError(f'--{name} must be a positive integer, got {value}')
+    if self.channel_attention and self.model != 'edsr':
+      raise UserError(f'--channel_attention is an edsr option; --model {self.model} has none'
+                      f'{" (rcan has it in every block: --reduction)" * (self.model == "rcan")}')
     if self.channel_attention < 0 or (
         self.channel_attention and (self.features or 64) % self.channel_attention):
       raise UserError(f'--channel_attention must be 0 (none) or a reduction that divides the '

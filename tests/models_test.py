@@ -219,3 +219,5 @@ def test_edsr_channel_attention_blocks_are_rcan_blocks():
   assert extra == 2 * (16 * 4 + 4 + 4 * 16 + 16)
   with pytest.raises(UserError, match='--channel_attention must be 0'):
     Config(model='edsr', features=16, channel_attention=5).validate()
+  with pytest.raises(UserError, match='an edsr option; --model rcan has none .*--reduction'):
+    Config(model='rcan', channel_attention=16).validate()

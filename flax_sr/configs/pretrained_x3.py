@@ -16,5 +16,5 @@ from flax_sr.configs import sr291_x3
 def get_config(scale: int = 3, num_train_steps: int = 12000, eval_every: int = 400,
                train_minutes: float | None = 60.0) -> dict:
   return dict(sr291_x3.get_config(scale), upsampler='pixelshuffledirect', num_res_blocks=12,
-              num_train_steps=num_train_steps, eval_every=eval_every,
+              channel_attention=0, num_train_steps=num_train_steps, eval_every=eval_every,
               train_minutes=train_minutes)

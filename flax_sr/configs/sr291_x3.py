@@ -1,20 +1,23 @@
-"""T91 + BSD200 (the "291" set) -> Set5 x3 in 60 minutes of a 2-core CPU: EDSR 64x12, 33.8 dB.
+"""T91 + BSD200 (the "291" set) -> Set5 x3 in 60 minutes of a 2-core CPU: EDSR 64x12 with
+channel attention, 33.98 dB.
 
 The best recipe found for it so far (issue #24, experiments/RESULTS.md sections 3c and 3d):
 pass ``--data_dir T91/,BSD200/ --eval_data_dir Set5/ --train_minutes 60`` (several folders,
-comma-separated, train together). EDSR with 12 residual blocks of 64 channels and one
-convolution straight to the RGB sub-pixels (pixel-shuffle direct: EDSR's own x3 upsampler
-would hold a third of the multiply-adds), global residual learning, L1, Adam 1.5e-3 with
-warm-up + cosine decay over 14,000 steps, the gradient clipped to global norm 0.05 (without it
-a loss spike near the end of the warm-up can cost a run over 1 dB), batch 8 of random 48x48
-LR crops (144x144 HR) with flips/rot90, crops drawn in proportion to image area, every image
-also at 0.9/0.8/0.7/0.6 scale, weight EMA. The 14,000 steps took 55-56 training minutes on a
-2-core AMD EPYC (Zen 4): Set5 x3 PSNR-Y 33.805 and 33.858 dB with seeds 0 and 1.
+comma-separated, train together). EDSR with 12 residual blocks of 64 channels, each closed by
+RCAN's channel attention (reduction 16), and one convolution straight to the RGB sub-pixels
+(pixel-shuffle direct: EDSR's own x3 upsampler would hold a third of the multiply-adds), global
+residual learning, L1, Adam 1.5e-3 with warm-up + cosine decay over 10,800 steps, the gradient
+clipped to global norm 0.05 (without it a loss spike near the end of the warm-up can cost a run
+over 1 dB), batch 8 of random 48x48 LR crops (144x144 HR) with flips/rot90, crops drawn in
+proportion to image area, every image also at 0.9/0.8/0.7/0.6 scale, weight EMA. Session 23, a
+2-core AMD EPYC (Zen 4), seed 0: the 10,800 steps in 51.6 training minutes, Set5 x3 PSNR-Y
+33.975 dB (one seed so far).
 
 ``sr291_x2``/``sr291_x4`` are the same at x2/x4, with 48x48 LR crops too (96/192 HR), as EDSR
-trains every scale. Until session 22 this preset was EDSR-lite 64x8 with EDSR's upsampler and
-4,000 steps (33.66 dB, section 3c): ``--upsampler pixelshuffle --num_res_blocks 8
---num_train_steps 4000`` gives that recipe back.
+trains every scale. The earlier recipes are flags away: session 22's (no channel attention,
+14,000 steps; 33.805 / 33.858 dB over two seeds) is ``--channel_attention 0 --num_train_steps
+14000``, and section 3c's EDSR-lite 64x8 (33.66 dB) is that plus ``--upsampler pixelshuffle
+--num_res_blocks 8 --num_train_steps 4000``.
 """
 from flax_sr.configs import t91_x3
 
@@ -25,4 +28,4 @@ GRAD_CLIP_NORM = 0.05  # about twice the usual gradient norm of this model
 def get_config(scale: int = 3) -> dict:
   return dict(t91_x3.get_config(), input_size=LR_PATCH, hr_size=LR_PATCH * scale,
               grad_clip_norm=GRAD_CLIP_NORM, upsampler='pixelshuffledirect',
-              num_res_blocks=12, num_train_steps=14000)
+              num_res_blocks=12, channel_attention=16, num_train_steps=10800)
