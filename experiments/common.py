@@ -53,6 +53,9 @@ def experiment_config(name: str, data_dir: str | None = None, eval_data_dir: str
     values.pop('train_minutes', None)
     # A warm-up must end before the run does: at most one of the two quick steps.
     values['warmup_steps'] = min(values.get('warmup_steps', 0), 1)
+    # Channel attention's reduction must divide the quick model's few features.
+    if values.get('channel_attention'):
+      values['channel_attention'] = min(values['channel_attention'], QUICK['features'] // 2)
   return Config(**values, preset=preset_name)
 
 
