@@ -55,9 +55,11 @@ def test_table_files_and_numbers(small_set, tmp_path, capsys):
   assert code == 0, err
   assert sorted(p.name for p in out_dir.iterdir()) == sorted(benchmark.OUTPUT_FILES)
   result = json.loads((out_dir / 'benchmark.json').read_text())
-  # The shipped x3 is EDSR 64x12 with the direct upsampler: head conv 9*3*64 + 64, 25 body
-  # convs of 9*64*64 + 64, and one conv to 27 sub-pixel channels 9*64*27 + 27.
-  assert result['scale'] == 3 and result['params'] == 1_792 + 25 * 36_928 + 15_579
+  # The shipped x3 is EDSR 64x12 with channel attention and the direct upsampler: head conv
+  # 9*3*64 + 64, 25 body convs of 9*64*64 + 64, in each of the 12 blocks the attention's dense
+  # layers 64*4 + 4 and 4*64 + 64, and one conv to 27 sub-pixel channels 9*64*27 + 27.
+  assert result['scale'] == 3
+  assert result['params'] == 1_792 + 25 * 36_928 + 12 * (260 + 320) + 15_579
   assert set(result['sets']['Tiny']) == {'model', 'bicubic', 'nearest'}
   assert set(result['ms_per_image']) == {'Tiny'} and result['ms_per_image']['Tiny'] > 0
   assert result['images']['Tiny']['scored'] == 2
@@ -118,14 +120,21 @@ def test_benchmark_agrees_with_predict_pngs(tmp_path, capsys):
       float(metrics.psnr(written, hr, shave=3, y_channel=True)), abs=0.01)
 
 
-def test_tiling_changes_the_output_by_at_most_one_level():
+@pytest.mark.parametrize('name, max_levels', [('x2', 1), ('x3', 2)])
+def test_tiling_changes_the_output_by_at_most_a_level_or_two(name, max_levels):
+  """x2 is convolutions only, whose reach lies inside the overlap: at most one 8-bit level
+  (rounding). x3's channel attention pools each tile on its own, so a few pixels move by two
+  (measured: mean 0.07 levels, 0.02% of values above one)."""
   from flax_sr import inference
-  loaded = inference.load_pretrained('x3')
+  loaded = inference.load_pretrained(name)
+  scale = loaded.model.scale
   photo = input_pipeline.read_image(input_pipeline._sample_photo_dir() / 'chelsea.png')
-  lr = np.asarray(resize.bicubic_downscale(resize.crop_to_multiple(photo[:210, :300], 3), 3))
+  lr = np.asarray(resize.bicubic_downscale(
+      resize.crop_to_multiple(photo[:210, :300], scale), scale))
   whole = inference.Upscaler(loaded, tile=512)(lr)
   tiled = inference.Upscaler(loaded, tile=48, tile_overlap=16)(lr)
-  assert np.abs(np.round(whole * 255) - np.round(tiled * 255)).max() <= 1
+  levels = np.abs(np.round(whole * 255) - np.round(tiled * 255))
+  assert levels.max() <= max_levels and levels.mean() < 0.2
 
 
 def test_finds_the_standard_sets_in_common_layouts(tmp_path):
