@@ -9,8 +9,8 @@ RCAN's channel attention (reduction 16), and one convolution straight to the RGB
 residual learning, L1, Adam 1.5e-3 with warm-up + cosine decay over 13,000 steps, the gradient
 clipped to global norm 0.05 (without it a loss spike near the end of the warm-up can cost a run
 over 1 dB), batch 8 of random 48x48 LR crops (144x144 HR) with flips/rot90, crops drawn in
-proportion to image area, every image also at 0.9/0.8/0.7/0.6 scale, weight EMA. Session 24, a
-2-core AMD EPYC (Zen 4): the 13,000 steps in 58.0 / 55.7 training minutes, Set5 x3 PSNR-Y
+proportion to image area, every image also at 0.9/0.8/0.7/0.6 scale, weight EMA. On a 2-core
+AMD EPYC (Zen 4): the 13,000 steps in 58.0 / 55.7 training minutes, Set5 x3 PSNR-Y
 34.028 / 33.983 dB with seeds 0 / 1 (sessions 24 / 25; 10,800 / 11,800 steps gave 33.975 /
 33.989 with seed 0). On a slower CPU the
 ``--train_minutes`` budget stops the schedule early, where the learning rate is already small.
