@@ -10,7 +10,11 @@ Training rows: images/s is the batch over the median step time of at least ``--s
 after warm-up (compile time reported separately); GFLOP/s counts the model's FLOPs per step (XLA
 cost analysis of the step with direct convolutions: forward, backward and Adam; Winograd's
 saved multiplications count as speed) and is also given as a fraction of this machine's
-float32 matmul rate. With ``--vs-torch`` the PyTorch peer (experiments/torch_reference_step.py, the same network,
+float32 matmul rate. GB/step is XLA's estimate of the bytes the compiled step (the one timed)
+reads and writes, operation by operation (its cost analysis: data that stays in cache between
+two operations counts twice), and GB/s that over the step time: steps whose GB/s is about the
+same whatever their FLOPs are bound by memory traffic, and get faster only by moving less.
+With ``--vs-torch`` the PyTorch peer (experiments/torch_reference_step.py, the same network,
 optimizer and loss; ``--torch_peer`` names another) runs the same reference-model configuration in the same run, alternating with ours, and the
 ratio is ours / torch. "torch" runs with the fast malloc our entry points use
 (flax_sr.host_allocator), "torch*" with glibc's default; both ratios are printed.
@@ -137,6 +141,18 @@ def step_flops(state, hr: np.ndarray) -> float | None:
     return None
 
 
+def bytes_accessed(compiled) -> float | None:
+  """XLA's estimate of the bytes a compiled program reads and writes (None where the backend
+  gives none)."""
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get('bytes accessed', 0.0)) or None
+  except Exception as error:  # best effort, as step_flops
+    print(f'no byte count: {error}', file=sys.stderr)
+    return None
+
+
 def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, steps: int,
                 warmup: int, features: int, extra: dict) -> dict:
   scale = 96 // input_size
@@ -153,9 +169,10 @@ def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, ste
   batch_arrays = parallel.put_batch({'hr': hr}, mesh)
   step = parallel.compile_train_step(mesh)
   start = time.perf_counter()
-  step.lower(state, batch_arrays).compile()
+  compiled = step.lower(state, batch_arrays).compile()
   compile_s = time.perf_counter() - start
   flops = step_flops(state, hr)
+  step_bytes = bytes_accessed(compiled)
   holder = {'state': state}
 
   def run():
@@ -171,6 +188,8 @@ def bench_train(name: str, input_size: int, factors, batch: int, dtype: str, ste
       'images_per_s': batch / median_s, 'median_step_ms': median_s * 1e3,
       'compile_s': compile_s,
       'gflops': flops * (1 / median_s) / 1e9 if flops else None,
+      'gb_per_step': step_bytes / 1e9 if step_bytes else None,
+      'gb_per_s': step_bytes / median_s / 1e9 if step_bytes else None,
       'torch_images_per_s': None, 'ratio_vs_torch': None,
       'torch_default_malloc_images_per_s': None, 'ratio_vs_torch_default_malloc': None,
   }
@@ -768,6 +787,7 @@ def main(argv=None) -> int:
   rows = []
   header = (f'{"model":<10} {"in":>3} {"factors":<12} {"impl":<6} {"batch":>5} {"dtype":<8} '
             f'{"img/s":>9} {"step ms":>8} {"compile s":>9} {"GFLOP/s":>8} {"of mm":>6} '
+            f'{"GB/step":>7} {"GB/s":>6} '
             f'{"torch":>8} {"ratio":>6} {"torch*":>8} {"ratio*":>6}')
   print(f'host malloc: GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "(unset)")}')
   print(header)
@@ -805,6 +825,7 @@ def main(argv=None) -> int:
               f'{row["median_step_ms"]:8.1f} {row["compile_s"]:9.1f} '
               f'{gflops if gflops else float("nan"):8.1f} '
               f'{(gflops / matmul) if gflops else float("nan"):6.2f} '
+              f'{row["gb_per_step"] or float("nan"):7.2f} {row["gb_per_s"] or float("nan"):6.1f} '
               f'{row["torch_images_per_s"] or float("nan"):8.1f} '
               f'{row["ratio_vs_torch"] or float("nan"):6.2f} '
               f'{row["torch_default_malloc_images_per_s"] or float("nan"):8.1f} '

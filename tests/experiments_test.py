@@ -86,8 +86,11 @@ def test_benchmark_quick_mode(tmp_path):
   assert len([r for r in rows if r['model'] == 'reference']) == 2  # late/early
   for row in rows:
     assert set(row) >= {'model', 'input_size', 'factors', 'batch', 'dtype', 'images_per_s',
-                        'gflops', 'torch_images_per_s', 'ratio_vs_torch'}
+                        'gflops', 'gb_per_step', 'gb_per_s', 'torch_images_per_s',
+                        'ratio_vs_torch'}
     assert row['images_per_s'] > 0 and row['torch_images_per_s'] is None
+    # XLA:CPU's cost analysis of the timed step: at least the batch of HR images is read.
+    assert row['gb_per_step'] * 1e9 > 4 * 96 * 96 * 3 and row['gb_per_s'] > 0
   assert 'input pipeline' in result.stdout and 'megapixels/s' in result.stdout
 
 
