@@ -6,8 +6,8 @@ Exactly what trained them (``flax_sr/pretrained/x2.json`` holds the same config)
 ``--data_dir T91/,BSD200/ --eval_data_dir Set5/``. Session 26, seed 0, a 2-core AMD EPYC: the
 13,000 steps in 53.1 training minutes, Set5 x2 PSNR-Y 37.714 dB. The final weights are shipped,
 so Set5 did not choose them (experiments/RESULTS.md, section 3). Until session 25 the shipped
-x2 was session 21's run without channel attention, 10,000 steps (37.515 dB; that recipe is
-``pretrained_x4`` at x2). The architecture is spelled out here
+x2 was session 21's run without channel attention (``--channel_attention 0 --num_train_steps
+10000``, 37.515 dB). The architecture is spelled out here
 too, so that this stays the shipped recipe if ``sr291_x3`` changes.
 """
 from flax_sr.configs import sr291_x3
